@@ -1,0 +1,299 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The twistd plugin's options and the one place where every part of ace-mail
+is put together into a single service.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from ace_mail import __version__
+from ace_mail._parameters import PARAMETERS
+from ace_mail.api import Api, LimitedRequest
+from ace_mail.config import ConfigError, Settings, load
+from ace_mail.dkim import Signer
+from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
+from ace_mail.queue import Queue
+from ace_mail.sender import Route, Sender, Server, Timeouts
+from ace_mail.spool import Spool
+
+_log = Logger()
+
+
+class Options(usage.Options):
+    """
+    The command line of C{twistd ace-mail}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "ace-mail is the mail server of the ACE contact centre. Every ACE system "
+        "parameter is an option of the same name; each may also be set in the "
+        "TOML file given with --config, and the command line wins over the file. "
+        "Times take a unit: 30s, 5m, 1.5h, 5d."
+    )
+    optParameters = [
+        ["config", None, None, "A TOML file with any of these parameters, plus apiToken, credentials and [[dkim]] keys."]
+    ] + [[p.name, None, None, _helpWithDefault(p.help, p.default)] for p in PARAMETERS]
+
+    def opt_version(self) -> None:
+        """
+        Print the version of ace-mail and exit.
+        """
+        print(f"ace-mail {__version__}")
+        sys.exit(0)
+
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse and check the options; a mistake ends the program with one
+        sentence instead of the whole help text.
+        """
+        try:
+            super().parseOptions(options)
+        except ConfigError as e:
+            raise SystemExit(f"twistd ace-mail: {e}") from None
+        except usage.UsageError as e:
+            raise SystemExit(
+                f"twistd ace-mail: {e}; see `twistd ace-mail --help`."
+            ) from None
+
+    def postOptions(self) -> None:
+        commandLine = {p.name: self[p.name] for p in PARAMETERS}
+        self.settings = load(commandLine, self["config"])
+
+
+def _helpWithDefault(text: str, default: Any) -> str:
+    if default is None or default is False:
+        return text
+    if default is True:
+        return f"{text} [default: 1]"
+    if isinstance(default, float):
+        return f"{text} [default: {default:g}s]"
+    return f"{text} [default: {default}]"
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    A listening port that, when it cannot listen, says so in one sentence.
+    """
+
+    def __init__(self, what: str, description: str, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)
+        self.what = what
+        self.description = description
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        failures: list[str] = []
+
+        def cannotListen(reason: Any) -> None:
+            failures.append(reason.getErrorMessage())
+
+        self._waitingForPort.addErrback(cannotListen)
+        if failures:
+            raise SystemExit(
+                f"ace-mail: cannot listen for the {self.what} on {self.description}: "
+                f"{failures[0]}."
+            )
+
+
+class _ThreadPoolService(Service):
+    """
+    Runs the spool's writer thread for as long as ace-mail runs.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class _Closing(Service):
+    """
+    Calls a function when ace-mail stops, after the services added later.
+    """
+
+    def __init__(self, close: Any) -> None:
+        self.close = close
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        result: Deferred[None] | None = self.close()
+        return result
+
+
+def _apiToken(settings: Settings, dataDir: str) -> str:
+    """
+    The API's bearer token: the one configured, or the one in the data
+    directory, made on the first start.
+    """
+    if settings.apiToken is not None:
+        return settings.apiToken
+    path = os.path.join(dataDir, "api-token")
+    try:
+        with open(path, encoding="ascii") as f:
+            token = f.read().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _log.info("Wrote a new API token to {path}", path=path)
+    return token
+
+
+def _outgoingRoute(settings: Settings) -> Route:
+    servers = [
+        Server(
+            name="outgoing/1",
+            host=settings["outgoingMailSmtpServer1"],
+            port=settings["outgoingMailSmtpPort1"],
+            tls=settings["outgoingMailSmtpTls"],
+            username=settings.outgoingMailSmtpUsername,
+            password=settings.outgoingMailSmtpPassword,
+        )
+    ]
+    if settings["outgoingMailSmtpServer2"] is not None:
+        servers.append(
+            Server(
+                name="outgoing/2",
+                host=settings["outgoingMailSmtpServer2"],
+                port=settings["outgoingMailSmtpPort2"] or 25,
+                tls=settings["outgoingMailSmtpTls"],
+                username=settings.outgoingMailSmtpUsername,
+                password=settings.outgoingMailSmtpPassword,
+            )
+        )
+    return Route("outgoing", tuple(servers))
+
+
+def _prepareDataDir(path: str) -> str:
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        probe = os.path.join(path, ".writable")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(
+            f"ace-mail: --dataDir: cannot use {path} as the data directory: "
+            f"{e.strerror or e}."
+        ) from None
+    return path
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """
+    Build ace-mail from its checked options.
+
+    @param options: The parsed L{Options}; C{options.settings} holds them.
+    @param reactor: The reactor to use; the global one when L{None}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    settings: Settings = options.settings
+    dataDir = _prepareDataDir(settings["dataDir"])
+    heloName = settings["heloName"] or socket.getfqdn()
+    top = MultiService()
+
+    pool = ThreadPool(minthreads=1, maxthreads=1, name="ace-mail-spool")
+    _ThreadPoolService(pool).setServiceParent(top)
+
+    def runInThread(f: Any) -> Deferred[Any]:
+        return deferToThreadPool(reactor, pool, f)
+
+    spool = Spool.open(os.path.join(dataDir, "queue"), runInThread)
+    sender = Sender(
+        reactor,
+        heloName=heloName,
+        timeouts=Timeouts(
+            connect=settings["smtpConnectTimeout"],
+            helo=settings["smtpHeloTimeout"],
+            starttls=settings["smtpHeloTimeout"],
+            mail=settings["smtpMailTimeout"],
+            rcpt=settings["smtpRcptTimeout"],
+            dataInit=settings["smtpDataInitTimeout"],
+            dataXfer=settings["smtpDataXferTimeout"],
+            dataDone=settings["smtpDataDoneTimeout"],
+        ),
+        connectionsPerServer=settings["smtpConnectionsPerServer"],
+        setAside=settings["serverSetAsideTime"],
+    )
+    _Closing(sender.stop).setServiceParent(top)
+    routes = {"outgoing": _outgoingRoute(settings)}
+
+    def deliver(envelope: Envelope, message: MessageSource, queueId: str) -> Deferred[Outcome]:
+        route = routes.get(envelope.route)
+        if route is None:
+            reply = Reply(451, f"4.3.5 route {envelope.route!r} is not configured")
+            return succeed(Outcome("", reply, refused={r: reply for r in envelope.recipients}))
+        return sender.send(route, envelope, message, queueId)
+
+    signer = Signer(settings.dkimKeys) if settings.dkimKeys else None
+    queue = Queue(
+        reactor,
+        spool,
+        deliver,
+        minimalBackoff=settings["minimalBackoffTime"],
+        maximalBackoff=settings["maximalBackoffTime"],
+        lifetime=settings["maximalQueueLifetime"],
+        concurrency=settings["deliveryConcurrency"],
+        hostname=heloName,
+        signer=signer.sign if signer is not None else None,
+    )
+    queue.setServiceParent(top)
+
+    api = Api(
+        reactor,
+        queue,
+        _apiToken(settings, dataDir),
+        heloName=heloName,
+        messageSizeLimit=settings["messageSizeLimit"],
+    )
+    site = Site(api.resource())
+    site.requestFactory = LimitedRequest.withLimit(2 * settings["messageSizeLimit"] + 65536)
+    site.noisy = False
+    try:
+        endpoint = serverFromString(reactor, settings["api"])
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"ace-mail: --api: cannot use {settings['api']!r}: {e}.") from None
+    _Listener("API", settings["api"], endpoint, site).setServiceParent(top)
+    _log.info(
+        "ace-mail {version} starting: data in {dataDir}, API on {api}, "
+        "outgoing via {servers}",
+        version=__version__,
+        dataDir=dataDir,
+        api=settings["api"],
+        servers=", ".join(s.describe() for s in routes["outgoing"].servers),
+    )
+    return top

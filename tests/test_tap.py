@@ -1,0 +1,187 @@
+"""
+Tests for the twistd plugin and L{ace_mail.tap}.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from twisted.application.service import IServiceMaker, IServiceCollection
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from ace_mail import tap
+from ace_mail._parameters import PARAMETERS
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The C{ace-mail} twistd plugin.
+    """
+
+    def test_pluginFound(self) -> None:
+        """
+        twistd finds a plugin named C{ace-mail} that provides
+        L{IServiceMaker} and points at L{ace_mail.tap}.
+        """
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+        self.assertIn("ace-mail", makers)
+        maker = makers["ace-mail"]
+        self.assertTrue(verifyObject(IServiceMaker, maker))
+        self.assertIs(maker.options, tap.Options)
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{tap.Options}.
+    """
+
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_everyAceParameterIsAnOption(self) -> None:
+        """
+        Each system parameter on ACE's manual page is an option with exactly
+        its name, and --help explains it.
+        """
+        help = str(tap.Options())
+        for name in (
+            "enableSmtpProxy",
+            "smtpProxySmtpServer",
+            "smtpProxySmtpPort",
+            "smtpProxyPort",
+            "smtpProxyRerouteName",
+            "outgoingMailSmtpServer1",
+            "outgoingMailSmtpPort1",
+            "outgoingMailSmtpServer2",
+            "outgoingMailSmtpPort2",
+            "config",
+            "dataDir",
+        ):
+            self.assertIn(f"--{name}=", help)
+        self.assertIn("ACE: SMTP server 2", help)
+
+    def test_helpShowsDefaults(self) -> None:
+        """
+        The help gives each default that exists.
+        """
+        help = " ".join(str(tap.Options()).split())
+        self.assertIn("[default: 4000s]", help)
+        self.assertIn("[default: ace-mail-data]", help)
+
+    def test_badValueIsOneSentence(self) -> None:
+        """
+        A bad value ends the program with one line naming the option, and
+        not with the help text or a traceback.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--outgoingMailSmtpPort1", "0")
+        message = str(caught.exception.code)
+        self.assertIn("--outgoingMailSmtpPort1", message)
+        self.assertIn("1 to 65535", message)
+        self.assertNotIn("\n", message)
+
+    def test_unknownOption(self) -> None:
+        """
+        An unknown option is named in one line that points at --help.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--outgoingMailSmtpServer3", "x")
+        message = str(caught.exception.code)
+        self.assertIn("outgoingMailSmtpServer3", message)
+        self.assertIn("--help", message)
+        self.assertNotIn("\n", message)
+
+    def test_badConfigFile(self) -> None:
+        """
+        A config file error ends the program with its file and line.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("outgoingMailSmtpPort1 = 70000\n")
+        with self.assertRaises(SystemExit) as caught:
+            self.parse("--config", path)
+        self.assertIn(f"{path}, line 1: outgoingMailSmtpPort1", str(caught.exception.code))
+
+    def test_parametersHaveHelp(self) -> None:
+        """
+        No parameter goes without an explanation.
+        """
+        for parameter in PARAMETERS:
+            self.assertTrue(parameter.help.strip(), parameter.name)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{tap.makeService}.
+    """
+
+    def make(self, *argv: str) -> tuple[object, str]:
+        dataDir = self.mktemp()
+        options = tap.Options()
+        options.parseOptions(["--dataDir", dataDir, "--api", "tcp:0", *argv])
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        return service, dataDir
+
+    def test_apiTokenWritten(self) -> None:
+        """
+        Without a configured token, one is written to the data directory,
+        readable by its owner only, and kept across starts.
+        """
+        _, dataDir = self.make()
+        path = os.path.join(dataDir, "api-token")
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        self.assertEqual(mode, 0o600)
+        with open(path) as f:
+            first = f.read()
+        self.assertGreater(len(first.strip()), 30)
+        options = tap.Options()
+        options.parseOptions(["--dataDir", dataDir, "--api", "tcp:0"])
+        tap.makeService(options, reactor=MemoryReactorClock())
+        with open(path) as f:
+            self.assertEqual(f.read(), first)
+
+    def test_services(self) -> None:
+        """
+        The service holds the queue and a listener for the API.
+        """
+        service, _ = self.make()
+        self.assertTrue(IServiceCollection.providedBy(service))
+        kinds = {type(s).__name__ for s in service}  # type: ignore[attr-defined]
+        self.assertIn("Queue", kinds)
+        self.assertIn("_Listener", kinds)
+
+    def test_unusableDataDir(self) -> None:
+        """
+        A data directory that cannot be created ends start-up with one
+        sentence naming --dataDir.
+        """
+        parent = self.mktemp()
+        with open(parent, "w"):
+            pass
+        options = tap.Options()
+        options.parseOptions(["--dataDir", os.path.join(parent, "sub")])
+        with self.assertRaises(SystemExit) as caught:
+            tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertIn("--dataDir", str(caught.exception.code))
+
+
+class DocumentationTests(SynchronousTestCase):
+    """
+    The operator's page of parameters stays true to the code.
+    """
+
+    def test_everyParameterDocumented(self) -> None:
+        """
+        docs/parameters.rst names every parameter and its default.
+        """
+        path = os.path.join(os.path.dirname(__file__), "..", "docs", "parameters.rst")
+        with open(path, encoding="utf-8") as f:
+            page = f.read()
+        for parameter in PARAMETERS:
+            self.assertIn(f"``{parameter.name}``", page)
