@@ -6,9 +6,17 @@ The value objects that every part of the outgoing path shares.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Mapping, Protocol
+from typing import BinaryIO, Iterable, Mapping, Protocol
 
 from attrs import field, frozen
+
+
+def _addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """
+    Convert addresses to a tuple; a typed converter, which mypy's attrs
+    plugin needs to check the callers.
+    """
+    return tuple(addresses)
 
 
 @frozen
@@ -22,7 +30,7 @@ class Envelope:
     """
 
     sender: str
-    recipients: tuple[str, ...] = field(converter=tuple)
+    recipients: tuple[str, ...] = field(converter=_addresses)
     route: str = "outgoing"
 
 
@@ -67,7 +75,7 @@ class Outcome:
 
     server: str
     reply: Reply
-    accepted: tuple[str, ...] = field(converter=tuple, default=())
+    accepted: tuple[str, ...] = field(converter=_addresses, default=())
     refused: Mapping[str, Reply] = field(factory=dict)
 
 
@@ -76,7 +84,11 @@ class MessageSource(Protocol):
     A stored message that can be read from the start as often as needed.
     """
 
-    size: int
+    @property
+    def size(self) -> int:
+        """
+        The message's length in bytes.
+        """
 
     def open(self) -> BinaryIO:
         """
