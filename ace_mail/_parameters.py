@@ -6,6 +6,7 @@ default and its help, shared by the command line and the config file.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Callable
 
@@ -112,6 +113,39 @@ def tlsMode(value: Any) -> str:
     return str(value)
 
 
+def hours(value: Any) -> float:
+    """
+    A number of hours, fractions allowed, greater than zero.
+    """
+    if isinstance(value, bool):
+        raise ValueError(value)
+    number = float(value)
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError(value)
+    return number
+
+
+def networks(value: Any) -> tuple[str, ...]:
+    """
+    IP networks, comma-separated on the command line or a list in the file.
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError(value)
+    return tuple(
+        str(ipaddress.ip_network(str(item).strip(), strict=False)) for item in items
+    )
+
+
+def path(value: Any) -> str:
+    """
+    The path of a file; that it can be read is checked when it is used.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(value)
+    return value.strip()
+
+
 def text(value: Any) -> str:
     """
     Any non-empty text on one line.
@@ -154,90 +188,211 @@ def _timeout(name: str, default: float, what: str) -> Parameter:
 
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter(
-        "dataDir", text, "a directory path", "ace-mail-data",
+        "dataDir",
+        text,
+        "a directory path",
+        "ace-mail-data",
         "Directory for the queue, the API token and other state.",
     ),
     Parameter(
-        "api", endpoint, "a Twisted endpoint string such as tcp:8025:interface=127.0.0.1",
+        "api",
+        endpoint,
+        "a Twisted endpoint string such as tcp:8025:interface=127.0.0.1",
         "tcp:8025:interface=127.0.0.1",
         "Where the HTTP API for ACE listens (a Twisted endpoint string).",
     ),
     Parameter(
-        "heloName", host, _HOST_EXPECTED, None,
+        "heloName",
+        host,
+        _HOST_EXPECTED,
+        None,
         "The name ace-mail gives in EHLO and in bounces (default: this host's name).",
     ),
     Parameter(
-        "enableSmtpProxy", flag, "1 or 0", False,
+        "enableSmtpProxy",
+        flag,
+        "1 or 0",
+        False,
         "ACE: 1 to run the SMTP proxy that carries agents' replies to customers.",
     ),
     Parameter(
-        "smtpProxySmtpServer", host, _HOST_EXPECTED, None,
+        "smtpProxySmtpServer",
+        host,
+        _HOST_EXPECTED,
+        None,
         "ACE: the real SMTP server that the proxy relays agents' replies through.",
     ),
     Parameter(
         "smtpProxySmtpPort", port, _PORT, 25, "ACE: the port of smtpProxySmtpServer."
     ),
     Parameter(
-        "smtpProxyPort", endpoint,
-        "a port number from 1 to 65535 or a Twisted endpoint string", "tcp:25",
+        "smtpProxyPort",
+        endpoint,
+        "a port number from 1 to 65535 or a Twisted endpoint string",
+        "tcp:25",
         "ACE: where the SMTP proxy listens: a port, or an endpoint such as "
         "tcp:2525:interface=10.0.0.5.",
     ),
     Parameter(
-        "smtpProxyRerouteName", host, _HOST_EXPECTED, None,
+        "smtpProxyRerouteName",
+        host,
+        _HOST_EXPECTED,
+        None,
         "ACE: the host name in contact addresses (contactID@HOSTNAME) that the "
         "company's mail server routes to this proxy.",
     ),
     Parameter(
-        "outgoingMailSmtpServer1", host, _HOST_EXPECTED, "localhost",
+        "outgoingMailSmtpServer1",
+        host,
+        _HOST_EXPECTED,
+        "localhost",
         "ACE: SMTP server 1 for all outgoing mail.",
     ),
     Parameter(
         "outgoingMailSmtpPort1", port, _PORT, 25, "ACE: the port of SMTP server 1."
     ),
     Parameter(
-        "outgoingMailSmtpServer2", host, _HOST_EXPECTED, None,
+        "outgoingMailSmtpServer2",
+        host,
+        _HOST_EXPECTED,
+        None,
         "ACE: SMTP server 2; when set, mail is spread over both servers and each "
         "takes over when the other fails.",
     ),
     Parameter(
-        "outgoingMailSmtpPort2", port, _PORT, None,
+        "outgoingMailSmtpPort2",
+        port,
+        _PORT,
+        None,
         "ACE: the port of SMTP server 2 (default 25).",
     ),
     Parameter(
-        "outgoingMailSmtpTls", tlsMode, "none, opportunistic, required or implicit",
+        "outgoingMailSmtpTls",
+        tlsMode,
+        "none, opportunistic, required or implicit",
         "opportunistic",
         "TLS to servers 1 and 2: opportunistic uses STARTTLS when offered; "
         "required insists on it and verifies the certificate; implicit is TLS "
         "from the first byte (port 465).",
     ),
     Parameter(
-        "minimalBackoffTime", duration, _SECONDS, 300.0,
+        "minimalBackoffTime",
+        duration,
+        _SECONDS,
+        300.0,
         "Wait before the first retry of a deferred message; doubles per attempt.",
     ),
     Parameter(
-        "maximalBackoffTime", duration, _SECONDS, 4000.0,
+        "maximalBackoffTime",
+        duration,
+        _SECONDS,
+        4000.0,
         "The longest wait between two retries of a deferred message.",
     ),
     Parameter(
-        "maximalQueueLifetime", duration, _SECONDS, 5 * 86400.0,
+        "maximalQueueLifetime",
+        duration,
+        _SECONDS,
+        5 * 86400.0,
         "How long a message may wait in the queue before it is bounced.",
     ),
     Parameter(
-        "serverSetAsideTime", duration, _SECONDS, 60.0,
+        "serverSetAsideTime",
+        duration,
+        _SECONDS,
+        60.0,
         "How long an SMTP server that failed is tried last instead of first.",
     ),
     Parameter(
-        "smtpConnectionsPerServer", count, "a whole number of at least 1", 10,
+        "smtpConnectionsPerServer",
+        count,
+        "a whole number of at least 1",
+        10,
         "The most connections open to one SMTP server at a time.",
     ),
     Parameter(
-        "deliveryConcurrency", count, "a whole number of at least 1", 40,
+        "deliveryConcurrency",
+        count,
+        "a whole number of at least 1",
+        40,
         "The most messages being delivered at a time.",
     ),
     Parameter(
-        "messageSizeLimit", count, "a size in bytes of at least 1", 10240000,
+        "messageSizeLimit",
+        count,
+        "a size in bytes of at least 1",
+        10240000,
         "The largest message accepted, in bytes.",
+    ),
+    Parameter(
+        "entranceAddress",
+        text,
+        'an address such as "Support <support@example.com>"',
+        None,
+        "The address customers see as the sender of every reply: the default "
+        "entrance of a single-tenant (standard) solution.",
+    ),
+    Parameter(
+        "contactRetentionHours",
+        hours,
+        "a number of hours greater than zero",
+        120.0,
+        "How long after a contact is ended replies to it still reach the customer.",
+    ),
+    Parameter(
+        "smtpProxyTrustedNetworks",
+        networks,
+        "IP networks such as 127.0.0.0/8,10.1.0.0/16",
+        ("127.0.0.0/8", "::1/128"),
+        "Clients that may send through the proxy without logging in: the company "
+        "SMTP server that routes smtpProxyRerouteName here, and agents' hosts.",
+    ),
+    Parameter(
+        "smtpProxyTlsCertificate",
+        path,
+        "the path of a PEM certificate file",
+        None,
+        "Certificate (with its chain) for STARTTLS on the proxy.",
+    ),
+    Parameter(
+        "smtpProxyTlsKey",
+        path,
+        "the path of a PEM private key file",
+        None,
+        "Private key for smtpProxyTlsCertificate.",
+    ),
+    Parameter(
+        "smtpProxyCredentials",
+        path,
+        "the path of a credentials file",
+        None,
+        "File of user:bcrypt-hash lines; its users may log in (after STARTTLS) "
+        "and send from anywhere.",
+    ),
+    Parameter(
+        "smtpProxyMaxRecipients",
+        count,
+        "a whole number of at least 1",
+        100,
+        "The most recipients of one message at the proxy.",
+    ),
+    Parameter(
+        "smtpProxyMaxConnections",
+        count,
+        "a whole number of at least 1",
+        200,
+        "The most SMTP sessions at the proxy at a time.",
+    ),
+    Parameter(
+        "smtpProxyMaxConnectionsPerClient",
+        count,
+        "a whole number of at least 1",
+        20,
+        "The most SMTP sessions at the proxy from one IP address.",
+    ),
+    _timeout("smtpProxyIdleTimeout", 300.0, "for a proxy client's next command"),
+    _timeout(
+        "smtpProxyDataTimeout", 600.0, "for more message data from a proxy client"
     ),
     _timeout("smtpConnectTimeout", 30.0, "for a TCP connection to an SMTP server"),
     _timeout("smtpHeloTimeout", 300.0, "for the greeting and the reply to EHLO"),

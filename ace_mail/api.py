@@ -210,7 +210,9 @@ class Api:
         recipients = _field(body, "to", list)
         text = _field(body, "message", str)
         if not isMailbox(sender):
-            raise ApiError(400, "badAddress", f"'from' is not a mail address: {sender!r}")
+            raise ApiError(
+                400, "badAddress", f"'from' is not a mail address: {sender!r}"
+            )
         if not recipients or len(recipients) > _MAX_RECIPIENTS:
             raise ApiError(
                 400, "badRequest", f"'to' must list 1 to {_MAX_RECIPIENTS} addresses"
@@ -218,8 +220,10 @@ class Api:
         for recipient in recipients:
             if not isinstance(recipient, str) or not isMailbox(recipient):
                 raise ApiError(
-                    400, "badAddress", f"'to' holds something that is not a mail "
-                    f"address: {recipient!r}"
+                    400,
+                    "badAddress",
+                    f"'to' holds something that is not a mail "
+                    f"address: {recipient!r}",
                 )
         message = self.prepare(text)
         envelope = Envelope(sender, tuple(recipients), "outgoing")
@@ -237,6 +241,14 @@ class Api:
                 400,
                 "tooLarge",
                 f"'message' is larger than the limit of {self.messageSizeLimit} bytes",
+            )
+        longest = max(len(line) for line in message.split(b"\r\n"))
+        if longest > 998:
+            raise ApiError(
+                400,
+                "badMessage",
+                f"'message' has a line of {longest} bytes; RFC 5322 allows at most "
+                "998, so encode long lines (quoted-printable or base64)",
             )
         headerEnd = message.find(b"\r\n\r\n")
         head = message if headerEnd < 0 else message[: headerEnd + 2]
@@ -307,7 +319,9 @@ class _Root(Resource):
             if method == request.method:
                 return handler(self.readBody(request), *match.groups())
         if allowed:
-            raise ApiError(405, "methodNotAllowed", f"{path} takes only {allowed[0].decode()}")
+            raise ApiError(
+                405, "methodNotAllowed", f"{path} takes only {allowed[0].decode()}"
+            )
         raise ApiError(404, "notFound", f"no such endpoint: {path}")
 
     def readBody(self, request: Request) -> Any:
@@ -318,7 +332,9 @@ class _Root(Resource):
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, ValueError) as e:
-            raise ApiError(400, "badJson", f"the request body is not valid JSON: {e}") from None
+            raise ApiError(
+                400, "badJson", f"the request body is not valid JSON: {e}"
+            ) from None
 
     def failed(self, reason: Failure, request: Request) -> None:
         if reason.check(ApiError):
@@ -342,6 +358,16 @@ class _Root(Resource):
                 ),
             )
             return
-        _log.failure("API request {method} {path} failed", reason,
-                     method=request.method, path=request.path)
-        _writeJson(request, 500, _errorBody("internal", "ace-mail could not answer this request; see its log"))
+        _log.failure(
+            "API request {method} {path} failed",
+            reason,
+            method=request.method,
+            path=request.path,
+        )
+        _writeJson(
+            request,
+            500,
+            _errorBody(
+                "internal", "ace-mail could not answer this request; see its log"
+            ),
+        )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import tomllib
+from email.utils import parseaddr
 from typing import Any, Mapping
 
 from attrs import frozen
 
 from ace_mail._parameters import PARAMETERS, Parameter
+from ace_mail.address import isMailbox
 
 
 class ConfigError(Exception):
@@ -77,8 +79,7 @@ class _FileReader:
             self.text = raw.decode("utf-8")
         except OSError as e:
             raise ConfigError(
-                f"--config: cannot read the config file {path}: "
-                f"{e.strerror or e}."
+                f"--config: cannot read the config file {path}: " f"{e.strerror or e}."
             ) from None
         except UnicodeDecodeError:
             raise ConfigError(
@@ -113,17 +114,23 @@ class _FileReader:
 
     def fail(self, key: str, message: str, table: str | None = None) -> ConfigError:
         name = f"{table}.{key}" if table else key
-        return ConfigError(f"{self.path}, line {self.lineOf(key, table)}: {name}: {message}")
+        return ConfigError(
+            f"{self.path}, line {self.lineOf(key, table)}: {name}: {message}"
+        )
 
 
-def _readSecret(reader: _FileReader, table: str | None, entry: Mapping[str, Any], key: str) -> str | None:
+def _readSecret(
+    reader: _FileReader, table: str | None, entry: Mapping[str, Any], key: str
+) -> str | None:
     """
     Take a secret given inline as C{key} or as a path in C{key + "File"}.
     """
     inline = entry.get(key)
     path = entry.get(key + "File")
     if inline is not None and path is not None:
-        raise reader.fail(key + "File", f"give either {key} or {key}File, not both.", table)
+        raise reader.fail(
+            key + "File", f"give either {key} or {key}File, not both.", table
+        )
     if inline is not None:
         if not isinstance(inline, str) or not inline:
             raise reader.fail(key, "expected a non-empty string.", table)
@@ -131,7 +138,9 @@ def _readSecret(reader: _FileReader, table: str | None, entry: Mapping[str, Any]
     if path is None:
         return None
     if not isinstance(path, str):
-        raise reader.fail(key + "File", "expected the path of a file as a string.", table)
+        raise reader.fail(
+            key + "File", "expected the path of a file as a string.", table
+        )
     try:
         with open(path, encoding="utf-8") as f:
             secret = f.read().strip()
@@ -144,30 +153,41 @@ def _readSecret(reader: _FileReader, table: str | None, entry: Mapping[str, Any]
 
 def _readDkim(reader: _FileReader, entries: Any) -> tuple[DkimKey, ...]:
     if not isinstance(entries, list):
-        raise reader.fail("dkim", "expected [[dkim]] tables with domain, selector and keyFile.")
+        raise reader.fail(
+            "dkim", "expected [[dkim]] tables with domain, selector and keyFile."
+        )
     keys = []
     for entry in entries:
         for required in ("domain", "selector", "keyFile"):
             if not isinstance(entry.get(required), str) or not entry[required]:
                 raise reader.fail(
-                    "dkim", f"each [[dkim]] table needs {required} as a non-empty string."
+                    "dkim",
+                    f"each [[dkim]] table needs {required} as a non-empty string.",
                 )
         unknown = set(entry) - {"domain", "selector", "keyFile"}
         if unknown:
             key = sorted(unknown)[0]
-            raise reader.fail(key, "unknown key; expected domain, selector or keyFile.", "dkim")
+            raise reader.fail(
+                key, "unknown key; expected domain, selector or keyFile.", "dkim"
+            )
         try:
             with open(entry["keyFile"], "rb") as f:
                 pem = f.read()
         except OSError as e:
-            raise reader.fail("keyFile", f"cannot read {entry['keyFile']}: {e.strerror}.", "dkim") from None
+            raise reader.fail(
+                "keyFile", f"cannot read {entry['keyFile']}: {e.strerror}.", "dkim"
+            ) from None
         if b"PRIVATE KEY" not in pem:
-            raise reader.fail("keyFile", f"{entry['keyFile']} is not a PEM private key.", "dkim")
+            raise reader.fail(
+                "keyFile", f"{entry['keyFile']} is not a PEM private key.", "dkim"
+            )
         keys.append(DkimKey(entry["domain"].lower(), entry["selector"], pem))
     return tuple(keys)
 
 
-def load(commandLine: Mapping[str, str | None], configPath: str | None = None) -> Settings:
+def load(
+    commandLine: Mapping[str, str | None], configPath: str | None = None
+) -> Settings:
     """
     Check and merge the settings.
 
@@ -226,18 +246,52 @@ def _convert(parameter: Parameter, value: Any, where: str) -> Any:
     try:
         return parameter.convert(value)
     except ValueError as e:
-        raise ConfigError(f"{where}: expected {parameter.expected}, got {value!r}.") from e
+        raise ConfigError(
+            f"{where}: expected {parameter.expected}, got {value!r}."
+        ) from e
+
+
+_PROXY_NEEDS = {
+    "smtpProxyRerouteName": "the host name of contact addresses",
+    "smtpProxySmtpServer": "the real SMTP server that replies are relayed through",
+    "entranceAddress": "the address customers see replies come from",
+}
 
 
 def _crossCheck(values: dict[str, Any]) -> None:
     pairs = [("outgoingMailSmtpServer2", "outgoingMailSmtpPort2")]
     for server, port in pairs:
         if values[port] is not None and values[server] is None:
-            raise ConfigError(f"--{port} is set but --{server} is not; give both or neither.")
+            raise ConfigError(
+                f"--{port} is set but --{server} is not; give both or neither."
+            )
+    if (values["smtpProxyTlsCertificate"] is None) != (
+        values["smtpProxyTlsKey"] is None
+    ):
+        raise ConfigError(
+            "--smtpProxyTlsCertificate and --smtpProxyTlsKey go together; give both "
+            "or neither."
+        )
+    if values["entranceAddress"] is not None:
+        name, address = parseaddr(values["entranceAddress"])
+        if not isMailbox(address):
+            raise ConfigError(
+                '--entranceAddress: expected an address such as "Support '
+                f'<support@example.com>", got {values["entranceAddress"]!r}.'
+            )
+    if values["enableSmtpProxy"]:
+        for needed in (
+            "smtpProxyRerouteName",
+            "smtpProxySmtpServer",
+            "entranceAddress",
+        ):
+            if values[needed] is None:
+                raise ConfigError(
+                    f"--enableSmtpProxy 1 needs --{needed}: " f"{_PROXY_NEEDS[needed]}."
+                )
     if values["maximalBackoffTime"] < values["minimalBackoffTime"]:
         raise ConfigError(
             "--maximalBackoffTime: expected at least --minimalBackoffTime "
             f"({values['minimalBackoffTime']:g} seconds), "
             f"got {values['maximalBackoffTime']:g} seconds."
         )
-

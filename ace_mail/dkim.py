@@ -18,8 +18,17 @@ from ace_mail.config import DkimKey
 _log = Logger()
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _SIGNED_HEADERS = [
-    b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
-    b"in-reply-to", b"references", b"mime-version", b"content-type",
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"in-reply-to",
+    b"references",
+    b"mime-version",
+    b"content-type",
     b"content-transfer-encoding",
 ]
 

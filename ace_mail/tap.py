@@ -23,16 +23,30 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from ace_mail import __version__
-from ace_mail._parameters import PARAMETERS
+from ace_mail._parameters import PARAMETERS, Parameter
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.config import ConfigError, Settings, load
 from ace_mail.dkim import Signer
 from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
 from ace_mail.queue import Queue
 from ace_mail.sender import Route, Sender, Server, Timeouts
-from ace_mail.spool import Spool
+from ace_mail.spool import Spool, SpoolLocked
 
 _log = Logger()
+
+
+def _helpWithDefault(parameter: Parameter) -> str:
+    text, default = parameter.help, parameter.default
+    if default is None or default is False:
+        return text
+    if default is True:
+        return f"{text} [default: 1]"
+    if isinstance(default, tuple):
+        return f"{text} [default: {','.join(default)}]"
+    if isinstance(default, float):
+        unit = "h" if parameter.name.endswith("Hours") else "s"
+        return f"{text} [default: {default:g}{unit}]"
+    return f"{text} [default: {default}]"
 
 
 class Options(usage.Options):
@@ -48,8 +62,13 @@ class Options(usage.Options):
         "Times take a unit: 30s, 5m, 1.5h, 5d."
     )
     optParameters = [
-        ["config", None, None, "A TOML file with any of these parameters, plus apiToken, credentials and [[dkim]] keys."]
-    ] + [[p.name, None, None, _helpWithDefault(p.help, p.default)] for p in PARAMETERS]
+        [
+            "config",
+            None,
+            None,
+            "A TOML file with any of these parameters, plus apiToken, credentials and [[dkim]] keys.",
+        ]
+    ] + [[p.name, None, None, _helpWithDefault(p)] for p in PARAMETERS]
 
     def opt_version(self) -> None:
         """
@@ -77,22 +96,14 @@ class Options(usage.Options):
         self.settings = load(commandLine, self["config"])
 
 
-def _helpWithDefault(text: str, default: Any) -> str:
-    if default is None or default is False:
-        return text
-    if default is True:
-        return f"{text} [default: 1]"
-    if isinstance(default, float):
-        return f"{text} [default: {default:g}s]"
-    return f"{text} [default: {default}]"
-
-
 class _Listener(StreamServerEndpointService):
     """
     A listening port that, when it cannot listen, says so in one sentence.
     """
 
-    def __init__(self, what: str, description: str, endpoint: Any, factory: Any) -> None:
+    def __init__(
+        self, what: str, description: str, endpoint: Any, factory: Any
+    ) -> None:
         super().__init__(endpoint, factory)
         self.what = what
         self.description = description
@@ -103,7 +114,7 @@ class _Listener(StreamServerEndpointService):
         failures: list[str] = []
 
         def cannotListen(reason: Any) -> None:
-            failures.append(reason.getErrorMessage())
+            failures.append(reason.getErrorMessage().rstrip("."))
 
         self._waitingForPort.addErrback(cannotListen)
         if failures:
@@ -232,7 +243,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     def runInThread(f: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, pool, f)
 
-    spool = Spool.open(os.path.join(dataDir, "queue"), runInThread)
+    try:
+        spool = Spool.open(os.path.join(dataDir, "queue"), runInThread)
+    except SpoolLocked:
+        raise SystemExit(
+            f"ace-mail: --dataDir: {dataDir} is in use by another running ace-mail; "
+            "give each process its own data directory."
+        ) from None
+    _Closing(spool.close).setServiceParent(top)
     sender = Sender(
         reactor,
         heloName=heloName,
@@ -252,11 +270,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     _Closing(sender.stop).setServiceParent(top)
     routes = {"outgoing": _outgoingRoute(settings)}
 
-    def deliver(envelope: Envelope, message: MessageSource, queueId: str) -> Deferred[Outcome]:
+    def deliver(
+        envelope: Envelope, message: MessageSource, queueId: str
+    ) -> Deferred[Outcome]:
         route = routes.get(envelope.route)
         if route is None:
             reply = Reply(451, f"4.3.5 route {envelope.route!r} is not configured")
-            return succeed(Outcome("", reply, refused={r: reply for r in envelope.recipients}))
+            return succeed(
+                Outcome("", reply, refused={r: reply for r in envelope.recipients})
+            )
         return sender.send(route, envelope, message, queueId)
 
     signer = Signer(settings.dkimKeys) if settings.dkimKeys else None
@@ -281,12 +303,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         messageSizeLimit=settings["messageSizeLimit"],
     )
     site = Site(api.resource())
-    site.requestFactory = LimitedRequest.withLimit(2 * settings["messageSizeLimit"] + 65536)
+    site.requestFactory = LimitedRequest.withLimit(
+        2 * settings["messageSizeLimit"] + 65536
+    )
     site.noisy = False
     try:
         endpoint = serverFromString(reactor, settings["api"])
     except (ValueError, OSError) as e:
-        raise SystemExit(f"ace-mail: --api: cannot use {settings['api']!r}: {e}.") from None
+        raise SystemExit(
+            f"ace-mail: --api: cannot use {settings['api']!r}: {e}."
+        ) from None
     _Listener("API", settings["api"], endpoint, site).setServiceParent(top)
     _log.info(
         "ace-mail {version} starting: data in {dataDir}, API on {api}, "

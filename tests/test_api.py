@@ -74,7 +74,7 @@ class ApiTests(SynchronousTestCase):
             heloName="ace.example",
             messageSizeLimit=4096,
         )
-        self.site = Site(api.resource())
+        self.site = Site(api.resource(), reactor=self.clock)
         self.site.requestFactory = LimitedRequest.withLimit(16384)
 
     def request(
@@ -210,9 +210,13 @@ class ApiTests(SynchronousTestCase):
         )
         message = self.queue.accepted[0].message
         self.assertEqual(message.lower().count(b"message-id:"), 1)
-        self.assertEqual(message.lower().count(b"\r\ndate:") + message.startswith(b"Date:"), 1)
+        self.assertEqual(
+            message.lower().count(b"\r\ndate:") + message.startswith(b"Date:"), 1
+        )
 
-    def assertBadRequest(self, body: Any, fragment: str, raw: bytes | None = None) -> None:
+    def assertBadRequest(
+        self, body: Any, fragment: str, raw: bytes | None = None
+    ) -> None:
         status, answer, _ = self.request("POST", "/v1/outgoing", body, raw=raw)
         self.assertEqual(status, 400, answer)
         self.assertIn(fragment, answer["error"]["message"])
@@ -249,7 +253,8 @@ class ApiTests(SynchronousTestCase):
                 {"from": "a@example.com", "to": [bad], "message": MESSAGE}, "'to'"
             )
         self.assertBadRequest(
-            {"from": "a@example.com\x00", "to": ["b@x.net"], "message": MESSAGE}, "'from'"
+            {"from": "a@example.com\x00", "to": ["b@x.net"], "message": MESSAGE},
+            "'from'",
         )
 
     def test_noRecipients(self) -> None:
@@ -267,6 +272,16 @@ class ApiTests(SynchronousTestCase):
         self.assertBadRequest(
             {"from": "a@example.com", "to": ["b@x.net"], "message": "Hello there"},
             "'message'",
+        )
+
+    def test_overlongLine(self) -> None:
+        """
+        A line over RFC 5322's 998 bytes is refused at submission instead of
+        bouncing later at a server.
+        """
+        self.assertBadRequest(
+            {"from": "a@example.com", "to": ["b@x.net"], "message": MESSAGE + "y" * 999},
+            "998",
         )
 
     def test_messageTooLarge(self) -> None:

@@ -57,7 +57,9 @@ class CommandLineTests(SynchronousTestCase):
         """
         Port 70000 is refused.
         """
-        self.assertRefused({"smtpProxySmtpPort": "70000"}, "--smtpProxySmtpPort", "70000")
+        self.assertRefused(
+            {"smtpProxySmtpPort": "70000"}, "--smtpProxySmtpPort", "70000"
+        )
 
     def test_portNotANumber(self) -> None:
         """
@@ -79,7 +81,9 @@ class CommandLineTests(SynchronousTestCase):
         """
         A host name with a space in it is refused.
         """
-        self.assertRefused({"smtpProxySmtpServer": "mail server"}, "--smtpProxySmtpServer")
+        self.assertRefused(
+            {"smtpProxySmtpServer": "mail server"}, "--smtpProxySmtpServer"
+        )
 
     def test_hostsAccepted(self) -> None:
         """
@@ -93,7 +97,12 @@ class CommandLineTests(SynchronousTestCase):
         """
         enableSmtpProxy takes ACE's 1 and 0 and nothing else.
         """
-        self.assertTrue(load({"enableSmtpProxy": "1"})["enableSmtpProxy"])
+        proxy = {
+            "smtpProxyRerouteName": "ace.example.com",
+            "smtpProxySmtpServer": "smtp.example.com",
+            "entranceAddress": "support@example.com",
+        }
+        self.assertTrue(load({"enableSmtpProxy": "1", **proxy})["enableSmtpProxy"])
         self.assertFalse(load({"enableSmtpProxy": "0"})["enableSmtpProxy"])
         self.assertRefused({"enableSmtpProxy": "2"}, "--enableSmtpProxy", "1 or 0")
 
@@ -112,7 +121,9 @@ class CommandLineTests(SynchronousTestCase):
         Times take seconds or a unit; zero and nonsense are refused.
         """
         self.assertEqual(load({"minimalBackoffTime": "90"})["minimalBackoffTime"], 90.0)
-        self.assertEqual(load({"minimalBackoffTime": "5m"})["minimalBackoffTime"], 300.0)
+        self.assertEqual(
+            load({"minimalBackoffTime": "5m"})["minimalBackoffTime"], 300.0
+        )
         self.assertEqual(
             load({"maximalQueueLifetime": "5d"})["maximalQueueLifetime"], 432000.0
         )
@@ -140,7 +151,9 @@ class CommandLineTests(SynchronousTestCase):
         """
         Counts must be whole numbers of at least one.
         """
-        self.assertRefused({"smtpConnectionsPerServer": "0"}, "--smtpConnectionsPerServer")
+        self.assertRefused(
+            {"smtpConnectionsPerServer": "0"}, "--smtpConnectionsPerServer"
+        )
         self.assertRefused({"deliveryConcurrency": "-3"}, "--deliveryConcurrency")
 
     def test_tlsMode(self) -> None:
@@ -193,6 +206,9 @@ class ConfigFileTests(SynchronousTestCase):
             "outgoingMailSmtpPort2 = 2525\n"
             'maximalQueueLifetime = "2d"\n'
             "enableSmtpProxy = 1\n"
+            'smtpProxyRerouteName = "ace.example.com"\n'
+            'smtpProxySmtpServer = "smtp.example.com"\n'
+            'entranceAddress = "Support <support@example.com>"\n'
         )
         settings = load({}, path)
         self.assertEqual(settings["outgoingMailSmtpServer1"], "smtp1.example.com")
@@ -246,7 +262,7 @@ class ConfigFileTests(SynchronousTestCase):
         A bad value names the file, the line, the key and what was expected.
         """
         self.assertRefused(
-            '\n\noutgoingMailSmtpPort1 = 70000\n',
+            "\n\noutgoingMailSmtpPort1 = 70000\n",
             ", line 3:",
             "outgoingMailSmtpPort1",
             "a port number from 1 to 65535",
@@ -299,3 +315,69 @@ class ConfigFileTests(SynchronousTestCase):
             "dkim.keyFile",
             "/nonexistent/key.pem",
         )
+
+
+class ProxySettingsTests(SynchronousTestCase):
+    """
+    The settings of the SMTP proxy, checked together.
+    """
+
+    def test_proxyNeedsItsParameters(self) -> None:
+        """
+        Turning the proxy on without the reroute name, the real SMTP server
+        or the entrance address stops start-up, naming what is missing.
+        """
+        base = {
+            "enableSmtpProxy": "1",
+            "smtpProxyRerouteName": "ace.example.com",
+            "smtpProxySmtpServer": "smtp.example.com",
+            "entranceAddress": "Support <support@example.com>",
+        }
+        self.assertTrue(load(base)["enableSmtpProxy"])
+        for missing in (
+            "smtpProxyRerouteName",
+            "smtpProxySmtpServer",
+            "entranceAddress",
+        ):
+            options = {k: v for k, v in base.items() if k != missing}
+            with self.assertRaises(ConfigError) as caught:
+                load(options)
+            self.assertIn(f"--{missing}", str(caught.exception))
+
+    def test_badEntranceAddress(self) -> None:
+        """
+        An entrance address that is not an address is refused.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            load({"entranceAddress": "Support"})
+        self.assertIn("--entranceAddress", str(caught.exception))
+
+    def test_retentionHours(self) -> None:
+        """
+        The retention takes fractions of an hour, and not zero.
+        """
+        self.assertEqual(
+            load({"contactRetentionHours": "0.001"})["contactRetentionHours"], 0.001
+        )
+        with self.assertRaises(ConfigError):
+            load({"contactRetentionHours": "0"})
+
+    def test_trustedNetworks(self) -> None:
+        """
+        Trusted networks are a comma-separated list of IP networks.
+        """
+        settings = load({"smtpProxyTrustedNetworks": "10.1.0.0/16, 192.0.2.7"})
+        self.assertEqual(
+            settings["smtpProxyTrustedNetworks"], ("10.1.0.0/16", "192.0.2.7/32")
+        )
+        with self.assertRaises(ConfigError) as caught:
+            load({"smtpProxyTrustedNetworks": "10.1.0.0/33"})
+        self.assertIn("--smtpProxyTrustedNetworks", str(caught.exception))
+
+    def test_certificateAndKeyTogether(self) -> None:
+        """
+        A certificate without its key is refused.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            load({"smtpProxyTlsCertificate": "/etc/cert.pem"})
+        self.assertIn("--smtpProxyTlsKey", str(caught.exception))

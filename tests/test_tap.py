@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from ace_mail import tap
 from ace_mail._parameters import PARAMETERS
+from ace_mail.config import load
 
 
 class PluginTests(SynchronousTestCase):
@@ -72,7 +73,7 @@ class OptionsTests(SynchronousTestCase):
         """
         help = " ".join(str(tap.Options()).split())
         self.assertIn("[default: 4000s]", help)
-        self.assertIn("[default: ace-mail-data]", help)
+        self.assertIn("[default: 120h]", help)
 
     def test_badValueIsOneSentence(self) -> None:
         """
@@ -106,7 +107,9 @@ class OptionsTests(SynchronousTestCase):
             f.write("outgoingMailSmtpPort1 = 70000\n")
         with self.assertRaises(SystemExit) as caught:
             self.parse("--config", path)
-        self.assertIn(f"{path}, line 1: outgoingMailSmtpPort1", str(caught.exception.code))
+        self.assertIn(
+            f"{path}, line 1: outgoingMailSmtpPort1", str(caught.exception.code)
+        )
 
     def test_parametersHaveHelp(self) -> None:
         """
@@ -140,11 +143,19 @@ class MakeServiceTests(SynchronousTestCase):
         with open(path) as f:
             first = f.read()
         self.assertGreater(len(first.strip()), 30)
+        self.assertEqual(tap._apiToken(load({}), dataDir), first.strip())
+
+    def test_dataDirInUse(self) -> None:
+        """
+        A second ace-mail on the same data directory is refused with one
+        sentence, so two processes never share one queue.
+        """
+        _, dataDir = self.make()
         options = tap.Options()
         options.parseOptions(["--dataDir", dataDir, "--api", "tcp:0"])
-        tap.makeService(options, reactor=MemoryReactorClock())
-        with open(path) as f:
-            self.assertEqual(f.read(), first)
+        with self.assertRaises(SystemExit) as caught:
+            tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertIn("in use by another running ace-mail", str(caught.exception.code))
 
     def test_services(self) -> None:
         """

@@ -35,6 +35,8 @@ class _ConnectionFactory(Factory):
     Build the L{SMTPConnection} for one connection attempt.
     """
 
+    noisy = False
+
     def __init__(self, clock: Any, peer: str, greetingTimeout: float) -> None:
         self._clock = clock
         self._peer = peer
