@@ -5,6 +5,7 @@ Checks on mail addresses as they appear in an SMTP envelope (RFC 5321).
 
 from __future__ import annotations
 
+import email.policy
 import re
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -26,3 +27,25 @@ def isMailbox(address: str) -> bool:
         return False
     local, _, domain = address.rpartition("@")
     return len(local) <= 64 and len(domain) <= 253 and bool(_MAILBOX.match(address))
+
+
+def parseMailbox(text: str) -> tuple[str, str] | None:
+    """
+    Read one RFC 5322 mailbox such as C{Ann Lee <ann@example.net>}.
+
+    @return: The display name and the address, or L{None} unless C{text} is
+        exactly one mailbox with a plain address and no defects.
+    """
+    if any(c in text for c in "\r\n\x00"):
+        return None
+    try:
+        header = email.policy.default.header_factory("To", text)
+    except (ValueError, IndexError, TypeError):
+        return None
+    addresses = header.addresses
+    if header.defects or len(addresses) != 1:
+        return None
+    address = addresses[0].addr_spec
+    if not isMailbox(address):
+        return None
+    return addresses[0].display_name, address

@@ -12,7 +12,7 @@ import re
 import secrets
 from datetime import datetime, timezone
 from email.utils import formatdate
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -45,7 +45,11 @@ class ApiError(Exception):
 
 
 @frozen
-class _Answer:
+class Answer:
+    """
+    An endpoint's answer: the HTTP status and the JSON body.
+    """
+
     status: int
     body: Any
 
@@ -137,8 +141,13 @@ def entryJson(entry: QueueEntry) -> dict[str, Any]:
     }
 
 
-def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
-    if name not in body:
+def field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+    """
+    @return: The field C{name} of a request body, checked to be a C{kind};
+        L{None} when it is absent and not C{required}.
+    @raise ApiError: When it is missing or of another kind.
+    """
+    if name not in body or (body[name] is None and not required):
         if required:
             raise ApiError(400, "badRequest", f"the field {name!r} is missing")
         return None
@@ -169,6 +178,7 @@ class Api:
         *,
         heloName: str,
         messageSizeLimit: int,
+        moreRoutes: Iterable[tuple[bytes, re.Pattern[str], Callable[..., Any]]] = (),
     ) -> None:
         self.reactor = reactor
         self.queue = queue
@@ -179,6 +189,7 @@ class Api:
             (b"POST", re.compile(r"^/v1/outgoing$"), self.postOutgoing),
             (b"GET", re.compile(r"^/v1/queue$"), self.getQueue),
             (b"GET", re.compile(r"^/v1/queue/([a-z2-7]{1,64})$"), self.getQueueEntry),
+            *moreRoutes,
         ]
 
     def resource(self) -> IResource:
@@ -196,7 +207,7 @@ class Api:
         offered = header[len(b"Bearer ") :].strip()
         return hmac.compare_digest(offered, self.token.encode("utf-8"))
 
-    def postOutgoing(self, body: Any) -> Deferred[_Answer]:
+    def postOutgoing(self, body: Any) -> Deferred[Answer]:
         """
         Accept one message for the route C{outgoing}; the answer comes once
         it is on disk.
@@ -206,9 +217,9 @@ class Api:
         unknown = sorted(set(body) - {"from", "to", "message"})
         if unknown:
             raise ApiError(400, "badRequest", f"unknown field {unknown[0]!r}")
-        sender = _field(body, "from", str)
-        recipients = _field(body, "to", list)
-        text = _field(body, "message", str)
+        sender = field(body, "from", str)
+        recipients = field(body, "to", list)
+        text = field(body, "message", str)
         if not isMailbox(sender):
             raise ApiError(
                 400, "badAddress", f"'from' is not a mail address: {sender!r}"
@@ -228,7 +239,7 @@ class Api:
         message = self.prepare(text)
         envelope = Envelope(sender, tuple(recipients), "outgoing")
         accepted = self.queue.enqueue(envelope, message)
-        return accepted.addCallback(lambda queueId: _Answer(202, {"queueId": queueId}))
+        return accepted.addCallback(lambda queueId: Answer(202, {"queueId": queueId}))
 
     def prepare(self, text: str) -> bytes:
         """
@@ -272,21 +283,21 @@ class Api:
             added += b"Message-ID: " + identifier + b"\r\n"
         return added + message
 
-    def getQueue(self, body: Any) -> _Answer:
+    def getQueue(self, body: Any) -> Answer:
         """
         List the whole queue, oldest first.
         """
         entries = sorted(self.queue.list(), key=lambda e: (e.created, e.queueId))
-        return _Answer(200, {"queue": [entryJson(e) for e in entries]})
+        return Answer(200, {"queue": [entryJson(e) for e in entries]})
 
-    def getQueueEntry(self, body: Any, queueId: str) -> _Answer:
+    def getQueueEntry(self, body: Any, queueId: str) -> Answer:
         """
         Show one message in the queue.
         """
         entry = self.queue.get(queueId)
         if entry is None:
             raise ApiError(404, "notFound", f"no message {queueId} in the queue")
-        return _Answer(200, entryJson(entry))
+        return Answer(200, entryJson(entry))
 
 
 class _Root(Resource):
@@ -329,6 +340,8 @@ class _Root(Resource):
             return None
         request.content.seek(0)
         raw = request.content.read()
+        if not raw.strip():
+            return None
         try:
             return json.loads(raw)
         except (UnicodeDecodeError, ValueError) as e:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from email.utils import parseaddr
 from typing import Any, Mapping
 
 from attrs import frozen
 
 from ace_mail._parameters import PARAMETERS, Parameter
-from ace_mail.address import isMailbox
+from ace_mail.address import parseMailbox
 
 
 class ConfigError(Exception):
@@ -273,8 +272,7 @@ def _crossCheck(values: dict[str, Any]) -> None:
             "or neither."
         )
     if values["entranceAddress"] is not None:
-        name, address = parseaddr(values["entranceAddress"])
-        if not isMailbox(address):
+        if parseMailbox(values["entranceAddress"]) is None:
             raise ConfigError(
                 '--entranceAddress: expected an address such as "Support '
                 f'<support@example.com>", got {values["entranceAddress"]!r}.'

@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_apicontacts -*-
+"""
+The API's contact endpoints: ACE makes contacts, looks them up and ends them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping
+
+from twisted.internet.defer import Deferred
+
+from ace_mail.address import parseMailbox
+from ace_mail.api import Answer, ApiError, field, rfc3339
+from ace_mail.store import Contact, Entrance, IContactStore
+
+_MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+_CONTACT_ID = r"([A-Za-z2-7]{16,64})"
+_FIELDS = {"customer", "entrance", "subject", "messageId", "externalId"}
+
+
+class ContactEndpoints:
+    """
+    C{/v1/contacts}: ACE's view of the contacts that agents answer.
+
+    @ivar retentionSeconds: How long after its end a contact can still be
+        answered; after that it is gone for the API too.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: IContactStore,
+        entrances: Mapping[str, Entrance],
+        *,
+        rerouteName: str,
+        retentionSeconds: float,
+    ) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.entrances = entrances
+        self.rerouteName = rerouteName
+        self.retentionSeconds = retentionSeconds
+
+    def routes(self) -> list[tuple[bytes, re.Pattern[str], Callable[..., Any]]]:
+        """
+        @return: The method, path pattern and handler of each endpoint.
+        """
+        return [
+            (b"POST", re.compile(r"^/v1/contacts$"), self.postContact),
+            (b"GET", re.compile(rf"^/v1/contacts/{_CONTACT_ID}$"), self.getContact),
+            (b"POST", re.compile(rf"^/v1/contacts/{_CONTACT_ID}/end$"), self.endContact),
+        ]
+
+    def show(self, contact: Contact) -> dict[str, Any]:
+        """
+        @return: A contact as the API shows it.
+        """
+        expires = None if contact.ended is None else contact.ended + self.retentionSeconds
+        return {
+            "id": contact.id,
+            "address": f"{contact.id}@{self.rerouteName}",
+            "customer": contact.formattedCustomer(),
+            "entrance": contact.entrance,
+            "subject": contact.subject,
+            "externalId": contact.externalId,
+            "state": "open" if contact.ended is None else "ended",
+            "created": rfc3339(contact.created),
+            "ended": rfc3339(contact.ended),
+            "expires": rfc3339(expires),
+        }
+
+    def postContact(self, body: Any) -> Deferred[Answer]:
+        """
+        Make a contact, for channels other than POP3 and for tests.
+        """
+        if not isinstance(body, dict):
+            raise ApiError(400, "badRequest", "the request body must be a JSON object")
+        unknown = sorted(set(body) - _FIELDS)
+        if unknown:
+            raise ApiError(400, "badRequest", f"unknown field {unknown[0]!r}")
+        customer = field(body, "customer", str)
+        mailbox = parseMailbox(customer) if len(customer) <= 998 else None
+        if mailbox is None:
+            raise ApiError(
+                400, "badAddress", f"'customer' is not an address such as "
+                f"'Name <name@example.com>': {customer!r}"
+            )
+        name, address = mailbox
+        entrance = field(body, "entrance", str, required=False) or "default"
+        if entrance not in self.entrances:
+            raise ApiError(400, "badRequest", f"'entrance' names no entrance: {entrance!r}")
+        subject = field(body, "subject", str, required=False) or ""
+        if len(subject) > 998 or "\n" in subject or "\r" in subject:
+            raise ApiError(400, "badRequest", "'subject' must be one line of at most 998 characters")
+        messageId = field(body, "messageId", str, required=False)
+        if messageId is not None and not _MESSAGE_ID.match(messageId):
+            raise ApiError(400, "badRequest", "'messageId' must look like <id@host>")
+        externalId = field(body, "externalId", str, required=False)
+        if externalId is not None and not 0 < len(externalId) <= 200:
+            raise ApiError(400, "badRequest", "'externalId' must be 1 to 200 characters")
+        made = self.store.create(
+            entrance=entrance,
+            customerAddress=address,
+            customerName=name,
+            subject=subject,
+            messageId=messageId,
+            references=(),
+            externalId=externalId,
+            now=self.reactor.seconds(),
+        )
+        return made.addCallback(lambda contact: Answer(201, self.show(contact)))
+
+    def _known(self, contact: Contact | None, contactId: str) -> Contact:
+        if contact is None or (
+            contact.ended is not None
+            and self.reactor.seconds() - contact.ended > self.retentionSeconds
+        ):
+            raise ApiError(404, "notFound", f"no contact {contactId} is known here")
+        return contact
+
+    def getContact(self, body: Any, contactId: str) -> Deferred[Answer]:
+        """
+        Show one contact; an expired one is gone.
+        """
+        found = self.store.get(contactId.lower())
+        return found.addCallback(
+            lambda contact: Answer(200, self.show(self._known(contact, contactId)))
+        )
+
+    def endContact(self, body: Any, contactId: str) -> Deferred[Answer]:
+        """
+        End a contact in ACE Agent; replies are taken until it expires.
+        """
+
+        def end(contact: Contact | None) -> Deferred[Answer]:
+            self._known(contact, contactId)
+            ended = self.store.end(contactId.lower(), self.reactor.seconds())
+            return ended.addCallback(
+                lambda contact: Answer(200, self.show(self._known(contact, contactId)))
+            )
+
+        return self.store.get(contactId.lower()).addCallback(end)
