@@ -49,14 +49,20 @@ class ContactEndpoints:
         return [
             (b"POST", re.compile(r"^/v1/contacts$"), self.postContact),
             (b"GET", re.compile(rf"^/v1/contacts/{_CONTACT_ID}$"), self.getContact),
-            (b"POST", re.compile(rf"^/v1/contacts/{_CONTACT_ID}/end$"), self.endContact),
+            (
+                b"POST",
+                re.compile(rf"^/v1/contacts/{_CONTACT_ID}/end$"),
+                self.endContact,
+            ),
         ]
 
     def show(self, contact: Contact) -> dict[str, Any]:
         """
         @return: A contact as the API shows it.
         """
-        expires = None if contact.ended is None else contact.ended + self.retentionSeconds
+        expires = (
+            None if contact.ended is None else contact.ended + self.retentionSeconds
+        )
         return {
             "id": contact.id,
             "address": f"{contact.id}@{self.rerouteName}",
@@ -83,22 +89,32 @@ class ContactEndpoints:
         mailbox = parseMailbox(customer) if len(customer) <= 998 else None
         if mailbox is None:
             raise ApiError(
-                400, "badAddress", f"'customer' is not an address such as "
-                f"'Name <name@example.com>': {customer!r}"
+                400,
+                "badAddress",
+                f"'customer' is not an address such as "
+                f"'Name <name@example.com>': {customer!r}",
             )
         name, address = mailbox
         entrance = field(body, "entrance", str, required=False) or "default"
         if entrance not in self.entrances:
-            raise ApiError(400, "badRequest", f"'entrance' names no entrance: {entrance!r}")
+            raise ApiError(
+                400, "badRequest", f"'entrance' names no entrance: {entrance!r}"
+            )
         subject = field(body, "subject", str, required=False) or ""
         if len(subject) > 998 or "\n" in subject or "\r" in subject:
-            raise ApiError(400, "badRequest", "'subject' must be one line of at most 998 characters")
+            raise ApiError(
+                400,
+                "badRequest",
+                "'subject' must be one line of at most 998 characters",
+            )
         messageId = field(body, "messageId", str, required=False)
         if messageId is not None and not _MESSAGE_ID.match(messageId):
             raise ApiError(400, "badRequest", "'messageId' must look like <id@host>")
         externalId = field(body, "externalId", str, required=False)
         if externalId is not None and not 0 < len(externalId) <= 200:
-            raise ApiError(400, "badRequest", "'externalId' must be 1 to 200 characters")
+            raise ApiError(
+                400, "badRequest", "'externalId' must be 1 to 200 characters"
+            )
         made = self.store.create(
             entrance=entrance,
             customerAddress=address,

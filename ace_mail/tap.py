@@ -12,10 +12,11 @@ import socket
 import sys
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -24,13 +25,27 @@ from twisted.web.server import Site
 
 from ace_mail import __version__
 from ace_mail._parameters import PARAMETERS, Parameter
+from ace_mail.address import parseMailbox
 from ace_mail.api import Api, LimitedRequest
+from ace_mail.apicontacts import ContactEndpoints
 from ace_mail.config import ConfigError, Settings, load
 from ace_mail.dkim import Signer
 from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
+from ace_mail.proxy import (
+    CredentialsFileChecker,
+    CredentialsFileError,
+    ProxyFactory,
+    ProxySettings,
+)
 from ace_mail.queue import Queue
 from ace_mail.sender import Route, Sender, Server, Timeouts
 from ace_mail.spool import Spool, SpoolLocked
+from ace_mail.store import (
+    ContactStoreError,
+    Entrance,
+    IContactStore,
+    SQLiteContactStore,
+)
 
 _log = Logger()
 
@@ -221,6 +236,126 @@ def _prepareDataDir(path: str) -> str:
     return path
 
 
+def _openStore(path: str) -> SQLiteContactStore:
+    try:
+        return SQLiteContactStore.open(path)
+    except ContactStoreError as e:
+        raise SystemExit(f"ace-mail: {e}") from None
+
+
+def _purgeService(reactor: Any, store: IContactStore, retention: float) -> Service:
+    """
+    Forget, once an hour, the contacts that were ended longer ago than the
+    retention, and all that is kept with them.
+    """
+
+    def purge() -> Deferred[None]:
+        purged = store.purge(reactor.seconds() - retention)
+
+        def report(count: int) -> None:
+            if count:
+                _log.info("Purged {count} expired contacts", count=count)
+
+        return purged.addCallback(report)
+
+    timer = TimerService(3600, purge)
+    timer.clock = reactor
+    return timer
+
+
+def _entrances(settings: Settings) -> dict[str, Entrance]:
+    if settings["entranceAddress"] is None:
+        return {}
+    mailbox = parseMailbox(settings["entranceAddress"])
+    assert mailbox is not None, "checked by config"
+    name, address = mailbox
+    return {"default": Entrance("default", address, name)}
+
+
+def _proxyService(
+    reactor: Any,
+    settings: Settings,
+    store: IContactStore,
+    entrances: dict[str, Entrance],
+    queue: Queue,
+    heloName: str,
+    pool: ThreadPool,
+) -> Service:
+    """
+    The SMTP proxy's listener, with TLS and AUTH when they are configured.
+    """
+    listen = settings["smtpProxyPort"]
+    proxySettings = ProxySettings(
+        rerouteName=settings["smtpProxyRerouteName"],
+        heloName=heloName,
+        retentionSeconds=settings["contactRetentionHours"] * 3600.0,
+        trustedNetworks=settings["smtpProxyTrustedNetworks"],
+        maxMessageSize=settings["messageSizeLimit"],
+        maxRecipients=settings["smtpProxyMaxRecipients"],
+        idleTimeout=settings["smtpProxyIdleTimeout"],
+        dataTimeout=settings["smtpProxyDataTimeout"],
+        maxConnections=settings["smtpProxyMaxConnections"],
+        maxConnectionsPerClient=settings["smtpProxyMaxConnectionsPerClient"],
+    )
+    tlsContext = None
+    if settings["smtpProxyTlsCertificate"] is not None:
+        tlsContext = _serverTls(
+            settings["smtpProxyTlsCertificate"], settings["smtpProxyTlsKey"]
+        )
+    checker = None
+    if settings["smtpProxyCredentials"] is not None:
+        try:
+            checker = CredentialsFileChecker(
+                settings["smtpProxyCredentials"],
+                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
+            )
+        except CredentialsFileError as e:
+            raise SystemExit(f"ace-mail: --smtpProxyCredentials: {e}") from None
+    factory = ProxyFactory(
+        reactor,
+        proxySettings,
+        store,
+        entrances,
+        queue,
+        tlsContext=tlsContext,
+        checker=checker,
+        implicitTls=listen.startswith("ssl:"),
+    )
+    try:
+        endpoint = serverFromString(reactor, listen)
+    except (ValueError, OSError) as e:
+        raise SystemExit(
+            f"ace-mail: --smtpProxyPort: cannot use {listen!r}: {e}."
+        ) from None
+    return _Listener("SMTP proxy", listen, endpoint, factory)
+
+
+def _serverTls(certificatePath: str, keyPath: str) -> Any:
+    """
+    Load the proxy's certificate and key for STARTTLS.
+    """
+    pems = []
+    for option, path in (
+        ("--smtpProxyTlsCertificate", certificatePath),
+        ("--smtpProxyTlsKey", keyPath),
+    ):
+        try:
+            with open(path, "rb") as f:
+                pems.append(f.read())
+        except OSError as e:
+            raise SystemExit(
+                f"ace-mail: {option}: cannot read {path}: {e.strerror}."
+            ) from None
+    try:
+        certificate = PrivateCertificate.loadPEM(pems[0] + b"\n" + pems[1])
+    except Exception as e:
+        raise SystemExit(
+            f"ace-mail: --smtpProxyTlsCertificate and --smtpProxyTlsKey: {certificatePath} "
+            f"and {keyPath} are not a matching PEM certificate and key ({e})."
+        ) from None
+    return certificate.options()
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Build ace-mail from its checked options.
@@ -250,7 +385,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             f"ace-mail: --dataDir: {dataDir} is in use by another running ace-mail; "
             "give each process its own data directory."
         ) from None
-    _Closing(spool.close).setServiceParent(top)
     sender = Sender(
         reactor,
         heloName=heloName,
@@ -269,6 +403,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     _Closing(sender.stop).setServiceParent(top)
     routes = {"outgoing": _outgoingRoute(settings)}
+    if settings["smtpProxySmtpServer"] is not None:
+        proxyServer = Server(
+            name="proxy/1",
+            host=settings["smtpProxySmtpServer"],
+            port=settings["smtpProxySmtpPort"],
+        )
+        routes["proxy"] = Route("proxy", (proxyServer,))
 
     def deliver(
         envelope: Envelope, message: MessageSource, queueId: str
@@ -295,12 +436,26 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     queue.setServiceParent(top)
 
+    store = _openStore(os.path.join(dataDir, "contacts.sqlite3"))
+    _Closing(store.close).setServiceParent(top)
+    retention = settings["contactRetentionHours"] * 3600.0
+    _purgeService(reactor, store, retention).setServiceParent(top)
+    entrances = _entrances(settings)
+    rerouteName = settings["smtpProxyRerouteName"] or heloName
+    if settings["enableSmtpProxy"]:
+        _proxyService(
+            reactor, settings, store, entrances, queue, heloName, pool
+        ).setServiceParent(top)
+    contacts = ContactEndpoints(
+        reactor, store, entrances, rerouteName=rerouteName, retentionSeconds=retention
+    )
     api = Api(
         reactor,
         queue,
         _apiToken(settings, dataDir),
         heloName=heloName,
         messageSizeLimit=settings["messageSizeLimit"],
+        moreRoutes=contacts.routes(),
     )
     site = Site(api.resource())
     site.requestFactory = LimitedRequest.withLimit(

@@ -92,7 +92,9 @@ class ContactEndpointTests(SynchronousTestCase):
         A contact can be read back, also in upper case.
         """
         contact = self.create()
-        self.assertEqual(self.request("GET", f"/v1/contacts/{contact['id']}"), (200, contact))
+        self.assertEqual(
+            self.request("GET", f"/v1/contacts/{contact['id']}"), (200, contact)
+        )
         upper = contact["id"].upper()
         self.assertEqual(self.request("GET", f"/v1/contacts/{upper}")[0], 200)
 

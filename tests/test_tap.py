@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 
-from twisted.application.service import IServiceMaker, IServiceCollection
+from twisted.application.service import IServiceCollection, IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
