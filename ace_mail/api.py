@@ -159,7 +159,7 @@ def field(body: dict[str, Any], name: str, kind: type, required: bool = True) ->
     return value
 
 
-_KIND_NAMES = {str: "string", list: "list", dict: "JSON object"}
+_KIND_NAMES: dict[type, str] = {str: "string", list: "list", dict: "JSON object"}
 
 
 class Api:
@@ -338,8 +338,11 @@ class _Root(Resource):
     def readBody(self, request: Request) -> Any:
         if request.method != b"POST":
             return None
-        request.content.seek(0)
-        raw = request.content.read()
+        content = request.content
+        if content is None:
+            return None
+        content.seek(0)
+        raw = content.read()
         if not raw.strip():
             return None
         try:
@@ -350,8 +353,8 @@ class _Root(Resource):
             ) from None
 
     def failed(self, reason: Failure, request: Request) -> None:
-        if reason.check(ApiError):
-            error = reason.value
+        error = reason.value
+        if isinstance(error, ApiError):
             _writeJson(request, error.status, _errorBody(error.code, error.message))
             return
         if reason.check(OSError):

@@ -134,7 +134,7 @@ class Queue(Service):
         """
         Recover the spool and schedule every message in it.
         """
-        super().startService()  # type: ignore[no-untyped-call]
+        super().startService()
         for message in self._spool.recover():
             entry = _Entry(
                 message.queueId,
@@ -161,7 +161,7 @@ class Queue(Service):
         not waited for, and their messages are delivered again after a
         restart.
         """
-        super().stopService()  # type: ignore[no-untyped-call]
+        super().stopService()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

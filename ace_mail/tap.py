@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import sys
+from functools import partial
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -375,11 +376,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     pool = ThreadPool(minthreads=1, maxthreads=1, name="ace-mail-spool")
     _ThreadPoolService(pool).setServiceParent(top)
 
-    def runInThread(f: Any) -> Deferred[Any]:
-        return deferToThreadPool(reactor, pool, f)
-
     try:
-        spool = Spool.open(os.path.join(dataDir, "queue"), runInThread)
+        spool = Spool.open(
+            os.path.join(dataDir, "queue"), partial(deferToThreadPool, reactor, pool)
+        )
     except SpoolLocked:
         raise SystemExit(
             f"ace-mail: --dataDir: {dataDir} is in use by another running ace-mail; "
