@@ -13,7 +13,6 @@ import sys
 from functools import partial
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -26,6 +25,7 @@ from twisted.web.server import Site
 
 from ace_mail import __version__
 from ace_mail._parameters import PARAMETERS, Parameter
+from ace_mail._services import Closing, Listener, ThreadPoolService, purgeService
 from ace_mail.address import parseMailbox
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.apicontacts import ContactEndpoints
@@ -112,65 +112,6 @@ class Options(usage.Options):
         self.settings = load(commandLine, self["config"])
 
 
-class _Listener(StreamServerEndpointService):
-    """
-    A listening port that, when it cannot listen, says so in one sentence.
-    """
-
-    def __init__(
-        self, what: str, description: str, endpoint: Any, factory: Any
-    ) -> None:
-        super().__init__(endpoint, factory)
-        self.what = what
-        self.description = description
-
-    def privilegedStartService(self) -> None:
-        Service.privilegedStartService(self)
-        self._waitingForPort = self.endpoint.listen(self.factory)
-        failures: list[str] = []
-
-        def cannotListen(reason: Any) -> None:
-            failures.append(reason.getErrorMessage().rstrip("."))
-
-        self._waitingForPort.addErrback(cannotListen)
-        if failures:
-            raise SystemExit(
-                f"ace-mail: cannot listen for the {self.what} on {self.description}: "
-                f"{failures[0]}."
-            )
-
-
-class _ThreadPoolService(Service):
-    """
-    Runs the spool's writer thread for as long as ace-mail runs.
-    """
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
-
-
-class _Closing(Service):
-    """
-    Calls a function when ace-mail stops, after the services added later.
-    """
-
-    def __init__(self, close: Any) -> None:
-        self.close = close
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        result: Deferred[None] | None = self.close()
-        return result
-
-
 def _apiToken(settings: Settings, dataDir: str) -> str:
     """
     The API's bearer token: the one configured, or the one in the data
@@ -244,26 +185,6 @@ def _openStore(path: str) -> SQLiteContactStore:
         raise SystemExit(f"ace-mail: {e}") from None
 
 
-def _purgeService(reactor: Any, store: IContactStore, retention: float) -> Service:
-    """
-    Forget, once an hour, the contacts that were ended longer ago than the
-    retention, and all that is kept with them.
-    """
-
-    def purge() -> Deferred[None]:
-        purged = store.purge(reactor.seconds() - retention)
-
-        def report(count: int) -> None:
-            if count:
-                _log.info("Purged {count} expired contacts", count=count)
-
-        return purged.addCallback(report)
-
-    timer = TimerService(3600, purge)
-    timer.clock = reactor
-    return timer
-
-
 def _entrances(settings: Settings) -> dict[str, Entrance]:
     if settings["entranceAddress"] is None:
         return {}
@@ -328,7 +249,7 @@ def _proxyService(
         raise SystemExit(
             f"ace-mail: --smtpProxyPort: cannot use {listen!r}: {e}."
         ) from None
-    return _Listener("SMTP proxy", listen, endpoint, factory)
+    return Listener("SMTP proxy", listen, endpoint, factory)
 
 
 def _serverTls(certificatePath: str, keyPath: str) -> Any:
@@ -374,7 +295,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     top = MultiService()
 
     pool = ThreadPool(minthreads=1, maxthreads=1, name="ace-mail-spool")
-    _ThreadPoolService(pool).setServiceParent(top)
+    ThreadPoolService(pool).setServiceParent(top)
 
     try:
         spool = Spool.open(
@@ -401,7 +322,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         connectionsPerServer=settings["smtpConnectionsPerServer"],
         setAside=settings["serverSetAsideTime"],
     )
-    _Closing(sender.stop).setServiceParent(top)
+    Closing(sender.stop).setServiceParent(top)
     routes = {"outgoing": _outgoingRoute(settings)}
     if settings["smtpProxySmtpServer"] is not None:
         proxyServer = Server(
@@ -437,9 +358,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     queue.setServiceParent(top)
 
     store = _openStore(os.path.join(dataDir, "contacts.sqlite3"))
-    _Closing(store.close).setServiceParent(top)
+    Closing(store.close).setServiceParent(top)
     retention = settings["contactRetentionHours"] * 3600.0
-    _purgeService(reactor, store, retention).setServiceParent(top)
+    purgeService(reactor, store, retention).setServiceParent(top)
     entrances = _entrances(settings)
     rerouteName = settings["smtpProxyRerouteName"] or heloName
     if settings["enableSmtpProxy"]:
@@ -468,7 +389,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         raise SystemExit(
             f"ace-mail: --api: cannot use {settings['api']!r}: {e}."
         ) from None
-    _Listener("API", settings["api"], endpoint, site).setServiceParent(top)
+    Listener("API", settings["api"], endpoint, site).setServiceParent(top)
     _log.info(
         "ace-mail {version} starting: data in {dataDir}, API on {api}, "
         "outgoing via {servers}",

@@ -165,7 +165,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(IServiceCollection.providedBy(service))
         kinds = {type(s).__name__ for s in service}  # type: ignore[attr-defined]
         self.assertIn("Queue", kinds)
-        self.assertIn("_Listener", kinds)
+        self.assertIn("Listener", kinds)
 
     def test_unusableDataDir(self) -> None:
         """

@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Small services that tie ace-mail's parts to the life of the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ace_mail.store import IContactStore
+
+_log = Logger()
+
+
+class Listener(StreamServerEndpointService):
+    """
+    A listening port that, when it cannot listen, says so in one sentence.
+    """
+
+    def __init__(
+        self, what: str, description: str, endpoint: Any, factory: Any
+    ) -> None:
+        super().__init__(endpoint, factory)
+        self.what = what
+        self.description = description
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        failures: list[str] = []
+
+        def cannotListen(reason: Any) -> None:
+            failures.append(reason.getErrorMessage().rstrip("."))
+
+        self._waitingForPort.addErrback(cannotListen)
+        if failures:
+            raise SystemExit(
+                f"ace-mail: cannot listen for the {self.what} on {self.description}: "
+                f"{failures[0]}."
+            )
+
+
+class ThreadPoolService(Service):
+    """
+    Runs the spool's writer thread for as long as ace-mail runs.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class Closing(Service):
+    """
+    Calls a function when ace-mail stops, after the services added later.
+    """
+
+    def __init__(self, close: Any) -> None:
+        self.close = close
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        result: Deferred[None] | None = self.close()
+        return result
+
+
+def purgeService(reactor: Any, store: IContactStore, retention: float) -> Service:
+    """
+    Forget, once an hour, the contacts that were ended longer ago than the
+    retention, and all that is kept with them.
+    """
+
+    def purge() -> Deferred[None]:
+        purged = store.purge(reactor.seconds() - retention)
+
+        def report(count: int) -> None:
+            if count:
+                _log.info("Purged {count} expired contacts", count=count)
+
+        return purged.addCallback(report)
+
+    timer = TimerService(3600, purge)
+    timer.clock = reactor
+    return timer
