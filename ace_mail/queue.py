@@ -232,10 +232,11 @@ class Queue(Service):
             self._pump()
         return True
 
-    def delete(self, queueId: str) -> bool:
+    def delete(self, queueId: str, why: str = "by an operator") -> bool:
         """
         Drop a message without a bounce; a delivery under way still ends.
 
+        @param why: Why it is dropped, for the log.
         @return: C{False} if there is no such message.
         """
         entry = self._entries.pop(queueId, None)
@@ -243,7 +244,7 @@ class Queue(Service):
             return False
         entry.deleted = True
         self._spool.remove(queueId)
-        _log.info("{queueId}: deleted by an operator", queueId=queueId)
+        _log.info("{queueId}: deleted {why}", queueId=queueId, why=why)
         return True
 
     def _view(self, entry: _Entry) -> QueueEntry:

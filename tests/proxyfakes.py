@@ -110,7 +110,7 @@ class FakeQueue:
         for deferred, queueId in waiting:
             deferred.callback(queueId)
 
-    def delete(self, queueId: str) -> bool:
+    def delete(self, queueId: str, why: str = "") -> bool:
         self.deleted.append(queueId)
         return True
 

@@ -28,7 +28,7 @@ class MessageQueue(Protocol):
             on disk, or failing if it could not be stored.
         """
 
-    def delete(self, queueId: str) -> bool:
+    def delete(self, queueId: str, why: str = ...) -> bool:
         """
         Drop a queued message; a delivery already under way still ends.
         """
@@ -160,6 +160,8 @@ async def enqueueAll(
             stored.append(await maybeDeferred(queue.enqueue, envelope, message))
         except Exception as e:
             for queueId in stored:
-                queue.delete(queueId)
+                queue.delete(
+                    queueId, "because another copy of its message was not accepted"
+                )
             raise EnqueueFailed(stored) from e
     return stored
