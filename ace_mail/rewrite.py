@@ -1,0 +1,442 @@
+# -*- test-case-name: tests.test_rewrite -*-
+"""
+The customer's copy of an agent's reply: a new header block that names the
+entrance and the customer and shows nothing of the agent, over the agent's
+body unchanged.
+
+Pure functions over bytes: no I/O, no clock, no reactor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import html
+import quopri
+import re
+import unicodedata
+from email import policy
+from email.header import Header
+from email.headerregistry import ContentDispositionHeader, ContentTypeHeader
+from email.utils import format_datetime, getaddresses, parsedate_to_datetime
+from typing import Iterable, Iterator
+from urllib.parse import unquote
+
+from attrs import evolve
+
+from ace_mail.store import Contact, Entrance
+
+
+class RewriteError(Exception):
+    """
+    A reply cannot be rewritten without showing the agent's address; the
+    message is one sentence for the SMTP reply to the agent.
+    """
+
+
+_FIELD = re.compile(r"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(r"(?<=\?=)\s+(?==\?)")
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
+_MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
+_AROUND_AT = re.compile(r"\s*@\s*")
+_LOCAL = re.escape("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.-")
+_PLAIN_WORD = re.compile(r"^[\x21-\x7e]{1,77}$")
+
+_TRANSFER_ENCODINGS = {"7bit", "8bit", "binary", "quoted-printable", "base64"}
+_TAG = r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*"
+_KEPT_AS_WRITTEN = (
+    ("Content-Language", re.compile(rf"^{_TAG}(?:\s*,\s*{_TAG})*$")),
+    ("Importance", re.compile(r"^(?:low|normal|high)$", re.IGNORECASE)),
+    ("Priority", re.compile(r"^(?:normal|urgent|non-urgent)$", re.IGNORECASE)),
+    ("X-Priority", re.compile(r"^[1-5](?: \([A-Za-z ]{1,20}\))?$")),
+)
+_AGENT_FIELDS = ("from", "sender", "reply-to", "return-path", "resent-from")
+
+
+def rewriteReply(
+    message: bytes,
+    contact: Contact,
+    entrance: Entrance,
+    *,
+    fromName: str | None = None,
+    hide: Iterable[str] = (),
+) -> bytes:
+    """
+    Build the customer's copy of an agent's reply to a contact.
+
+    The new header block is made from an allow-list: From and Reply-To name
+    the entrance, To names the customer, In-Reply-To and References thread
+    the reply under the customer's email, the Message-ID is new and on the
+    entrance's domain, and Subject, Date, the MIME headers and the priority
+    headers come from the agent's message unless they name the agent.  Every
+    other header is dropped; the body is passed on byte for byte.
+
+    @param message: The agent's reply, with CRLF line ends.
+    @param fromName: The display name of From and Reply-To; by default the
+        entrance's.
+    @param hide: Further addresses to keep out of the copy (such as the
+        envelope sender), besides those of L{agentAddressesIn}; empty
+        strings are ignored.
+    @return: The customer's copy, its header lines folded at 78 columns.
+    @raise RewriteError: If the MIME boundary of the message contains the
+        agent's address, which cannot be changed without changing the body.
+    """
+    extra = {address for address in hide if address}
+    secrets = {
+        _normal(address).strip() for address in agentAddressesIn(message) | extra
+    }
+
+    fields, body = _split(message)
+    first: dict[str, str] = {}
+    for name, value in fields:
+        first.setdefault(name.lower(), value)
+
+    if fromName is None or _leaks("", fromName, secrets):
+        fromName = entrance.displayName
+    sender = evolve(entrance, displayName=fromName).formatted()
+    headers = [("From", sender), ("Reply-To", sender)]
+    headers.append(("To", contact.formattedCustomer()))
+    headers.append(("Subject", _encodeText(_subject(first, contact, secrets))))
+    date = _date(first.get("date"))
+    if date is not None:
+        headers.append(("Date", date))
+    headers.append(("Message-ID", _newMessageId(message, contact, entrance)))
+    if contact.messageId is not None:
+        headers.append(("In-Reply-To", contact.messageId))
+    references = _references(fields, contact, entrance, secrets)
+    if references:
+        headers.append(("References", " ".join(references)))
+    headers.extend(_mimeHeaders(first, secrets))
+
+    block = "".join(_fold(name, value) for name, value in headers)
+    return block.encode("utf-8", "surrogateescape") + b"\r\n" + body
+
+
+def agentAddressesIn(message: bytes) -> set[str]:
+    """
+    @return: The addresses in the From, Sender, Reply-To, Return-Path and
+        Resent-From headers of C{message}, lower-cased, in any of the forms
+        that L{headerLeaks} reads.
+    """
+    found: set[str] = set()
+    for name, value in _split(message)[0]:
+        if name.lower() not in _AGENT_FIELDS:
+            continue
+        for form in _forms("", value):
+            pairs = getaddresses([form])
+            for candidate in [a for _, a in pairs] + _ADDRESS.findall(form):
+                local, at, domain = candidate.strip("<>").rpartition("@")
+                local, domain = local.strip('"'), domain.rstrip(".")
+                if local and at and domain:
+                    found.add(f"{local}@{domain}".lower())
+    return found
+
+
+def headerLeaks(message: bytes, secret: str) -> bool:
+    """
+    @return: Whether C{secret} appears in any header of C{message} in any
+        form: as it is, in any letter case, in RFC 2047 encoded words of
+        either encoding and any charset (also split over several words), in
+        RFC 2231 parameters, over folded lines, quoted, percent- or
+        quoted-printable-escaped (C{=40} or C{%40} for C{@}), as an HTML
+        entity, or in full-width letters.  Only the header block counts,
+        not the body.
+    """
+    secrets = {_normal(secret).strip()}
+    return any(_leaks(name, value, secrets) for name, value in _split(message)[0])
+
+
+def _split(message: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """
+    Split a message into its unfolded header fields and its body.  The
+    header block ends at the first empty line, or at the first line that is
+    neither a field nor a continuation, which starts the body as it would in
+    a mail reader.  Control characters in values become spaces.
+    """
+    fields: list[tuple[str, str]] = []
+    position = 0
+    while position < len(message):
+        end = message.find(b"\n", position)
+        stop = len(message) if end < 0 else end + 1
+        line = message[position:stop].removesuffix(b"\n").removesuffix(b"\r")
+        if not line:
+            return [(n, v.strip()) for n, v in fields], message[stop:]
+        text = line.decode("ascii", "surrogateescape")
+        match = _FIELD.match(text)
+        if text[0] in " \t" and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + _CONTROL.sub(" ", text))
+        elif match is not None:
+            fields.append((match.group(1), _CONTROL.sub(" ", match.group(2))))
+        else:
+            return [(n, v.strip()) for n, v in fields], message[position:]
+        position = stop
+    return [(n, v.strip()) for n, v in fields], b""
+
+
+def _asUtf8(text: str) -> str:
+    """
+    Read the raw bytes of a header value as UTF-8 where they are.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _decodeWords(text: str) -> str:
+    """
+    Decode every RFC 2047 encoded word in C{text}, wherever it stands, and
+    again in the result, so that nothing a lenient reader might decode
+    stays hidden.
+    """
+    for _ in range(3):
+        decoded = _ENCODED_WORD.sub(_decodeWord, _BETWEEN_WORDS.sub("", text))
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _decodeWord(match: re.Match[str]) -> str:
+    charset, encoding, payload = match.groups()
+    if encoding in "bB":
+        try:
+            data = base64.b64decode(payload + "=" * (-len(payload) % 4))
+        except (binascii.Error, ValueError):
+            return match.group(0)
+    else:
+        data = quopri.decodestring(
+            payload.replace("_", " ").encode("latin-1", "replace")
+        )
+    try:
+        return data.decode(charset.split("*")[0], "replace")
+    except LookupError:
+        return data.decode("latin-1")
+
+
+def _normal(text: str) -> str:
+    """
+    Fold C{text} to the form in which L{_leaks} compares: compatibility
+    characters to plain ones, letters to lower case, no backslashes, quotes
+    as spaces and no white space around C{@}.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("\\", "")
+    return _AROUND_AT.sub("@", folded.replace('"', " "))
+
+
+def _forms(name: str, value: str) -> Iterator[str]:
+    """
+    Yield every reading of one header field that a mail reader, or a
+    curious customer, might make of it.
+    """
+    readings = [value, _asUtf8(value)]
+    readings += [_decodeWords(reading) for reading in readings]
+    try:
+        parsed = policy.default.header_factory(name or "x-text", value)
+        readings.append(str(parsed))
+        readings.extend(getattr(parsed, "params", {}).values())
+    except Exception:
+        # The email package raises on some malformed headers instead of
+        # recording a defect; the other readings still apply.
+        pass
+    for reading in readings:
+        text = f"{name}:{reading}"
+        yield text
+        yield unquote(text)
+        yield quopri.decodestring(text.encode("utf-8", "replace")).decode(
+            "utf-8", "replace"
+        )
+        yield html.unescape(text)
+
+
+def _leaks(name: str, value: str, secrets: set[str]) -> bool:
+    """
+    @return: Whether any of C{secrets} (addresses in the form of L{_normal})
+        appears in the header field C{name: value} in any form, and not as
+        the end of a longer local part (C{xjohn@} is not C{john@}).
+    """
+    patterns = [re.compile(rf"(?<![{_LOCAL}]){re.escape(s)}") for s in secrets]
+    forms = map(_normal, _forms(name, value))
+    return any(pattern.search(form) for form in forms for pattern in patterns)
+
+
+def _subject(first: dict[str, str], contact: Contact, secrets: set[str]) -> str:
+    """
+    @return: The agent's subject, decoded, unless it is missing, empty or
+        names the agent; then C{"Re: "} and the customer's subject.
+    """
+    raw = first.get("subject")
+    if raw is not None:
+        subject = str(policy.default.header_factory("subject", _asUtf8(raw)))
+        subject = _CONTROL.sub(" ", subject).strip()
+        leaks = _leaks("subject", raw, secrets) or _leaks("subject", subject, secrets)
+        if subject and not leaks:
+            return subject
+    original = _CONTROL.sub(" ", contact.subject).strip()
+    if original.lower().startswith("re:"):
+        return original
+    return f"Re: {original}".strip()
+
+
+def _encodeText(text: str) -> str:
+    """
+    @return: C{text} as an unstructured header value: as it is when it is
+        printable ASCII in words that fit a line and cannot be mistaken for
+        encoded words, otherwise as UTF-8 encoded words that fit a line.
+    """
+    words = text.split(" ")
+    if "=?" not in text and all(_PLAIN_WORD.match(word) for word in words if word):
+        return text
+    return " ".join(Header(text, "utf-8", maxlinelen=68).encode(linesep=" ").split())
+
+
+def _date(raw: str | None) -> str | None:
+    """
+    @return: The agent's Date written anew from the time it names, so that
+        no comment of it passes, or L{None} if there is none that parses.
+    """
+    if raw is None:
+        return None
+    try:
+        return format_datetime(parsedate_to_datetime(raw))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _newMessageId(message: bytes, contact: Contact, entrance: Entrance) -> str:
+    """
+    @return: A Message-ID on the entrance's domain, made from a digest of
+        the message and the contact, so that each customer's copy has its
+        own and a copy made again has the same.
+    """
+    digest = hashlib.sha256(message + b"\0" + contact.id.encode("ascii"))
+    return f"<{digest.hexdigest()[:32]}@{entrance.address.rpartition('@')[2]}>"
+
+
+def _references(
+    fields: list[tuple[str, str]],
+    contact: Contact,
+    entrance: Entrance,
+    secrets: set[str],
+) -> list[str]:
+    """
+    @return: The customer's References and Message-ID, with the Message-IDs
+        that the agent's References add between them.  Left out are the
+        agent's In-Reply-To, which names the agent's copy of the customer's
+        email rather than the customer's; Message-IDs on the agent's domains
+        (unless on the entrance's); and those that name a hidden address or
+        carry the contact id.
+    """
+    entranceDomain = entrance.address.rpartition("@")[2].lower()
+    agentDomains = {secret.rpartition("@")[2] for secret in secrets}
+    added: list[str] = []
+    replyingTo: set[str] = set()
+    for name, value in fields:
+        if name.lower() == "references":
+            added += _MESSAGE_ID.findall(value)
+        elif name.lower() == "in-reply-to":
+            replyingTo.update(_MESSAGE_ID.findall(value))
+
+    def isAgents(messageId: str) -> bool:
+        domain = messageId[1:-1].rpartition("@")[2].lower()
+        onAgentDomain = any(
+            domain == agent or domain.endswith("." + agent) for agent in agentDomains
+        )
+        return (
+            (onAgentDomain and domain != entranceDomain)
+            or messageId in replyingTo
+            or contact.id in messageId.lower()
+            or _leaks("references", messageId, secrets)
+        )
+
+    chain = list(contact.references) + [m for m in added if not isAgents(m)]
+    chain = [m for m in dict.fromkeys(chain) if m != contact.messageId]
+    if contact.messageId is not None:
+        chain.append(contact.messageId)
+    return chain
+
+
+def _mimeHeaders(first: dict[str, str], secrets: set[str]) -> list[tuple[str, str]]:
+    """
+    @return: The MIME and priority headers of the agent's message that the
+        customer's copy keeps, each checked or written anew.
+    """
+    headers: list[tuple[str, str]] = []
+    if "mime-version" in first:
+        headers.append(("MIME-Version", "1.0"))
+    for key, name in (
+        ("content-type", "Content-Type"),
+        ("content-disposition", "Content-Disposition"),
+    ):
+        value = _parameterised(key, first[key], secrets) if key in first else None
+        if value is not None:
+            headers.append((name, value))
+    encoding = first.get("content-transfer-encoding", "").strip().lower()
+    if encoding in _TRANSFER_ENCODINGS:
+        headers.append(("Content-Transfer-Encoding", encoding))
+    for name, pattern in _KEPT_AS_WRITTEN:
+        if pattern.match(first.get(name.lower(), "")):
+            headers.append((name, first[name.lower()]))
+    return headers
+
+
+def _parameterised(key: str, raw: str, secrets: set[str]) -> str | None:
+    """
+    @return: A Content-Type or Content-Disposition as the agent wrote it, or
+        if it names the agent, written anew without the parameters that do;
+        L{None} to leave out a Content-Disposition that cannot be read.
+    @raise RewriteError: If the MIME boundary names the agent.
+    """
+    if not _leaks(key, raw, secrets):
+        return raw
+    parsed = policy.default.header_factory(key, raw)
+    if isinstance(parsed, ContentTypeHeader):
+        value = parsed.content_type
+    elif isinstance(parsed, ContentDispositionHeader) and parsed.content_disposition:
+        value = parsed.content_disposition
+    else:
+        return None
+    for parameter, text in parsed.params.items():
+        if not _leaks(key, text, secrets):
+            value += "; " + _parameter(parameter, text)
+        elif parameter == "boundary":
+            raise RewriteError(
+                "The MIME boundary of the message contains the sender's "
+                "address, which must not reach the customer; send the reply "
+                "again from another mail client."
+            )
+    return value
+
+
+def _parameter(name: str, text: str) -> str:
+    """
+    @return: One MIME parameter: a quoted string when C{text} is printable
+        ASCII, an RFC 2231 UTF-8 value otherwise.
+    """
+    if re.match(r"^[\x20-\x7e]*$", text):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{name}="{escaped}"'
+    encoded = "".join(
+        chr(byte) if chr(byte).isalnum() and byte < 128 else f"%{byte:02X}"
+        for byte in text.encode("utf-8", "surrogateescape")
+    )
+    return f"{name}*=utf-8''{encoded}"
+
+
+def _fold(name: str, value: str) -> str:
+    """
+    @return: One header line, folded before white space so that no line
+        passes 78 columns unless one word alone does, with CRLF line ends.
+    """
+    tokens = re.findall(r"[ \t]*[^ \t]+", " " + value)
+    lines: list[str] = []
+    line = f"{name}:"
+    for token in tokens:
+        if len(line) + len(token) > 78:
+            lines.append(line)
+            line = token
+        else:
+            line += token
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
