@@ -280,7 +280,11 @@ class ApiTests(SynchronousTestCase):
         bouncing later at a server.
         """
         self.assertBadRequest(
-            {"from": "a@example.com", "to": ["b@x.net"], "message": MESSAGE + "y" * 999},
+            {
+                "from": "a@example.com",
+                "to": ["b@x.net"],
+                "message": MESSAGE + "y" * 999,
+            },
             "998",
         )
 
