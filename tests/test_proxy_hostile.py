@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .test_proxy_data import SECOND, SMUGGLING
 from .proxyfakes import (
     HOST,
     OPEN_ID,
@@ -17,6 +16,7 @@ from .proxyfakes import (
     FakeStore,
     makeFactory,
 )
+from .test_proxy_data import SECOND, SMUGGLING
 from .test_proxy_policy import DOMAIN, HIDDEN_IN_CONTACT, IP, NMAP_RECIPIENTS
 
 NMAP_TESTS = (

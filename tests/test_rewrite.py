@@ -92,10 +92,10 @@ def displayName(message: bytes, name: str) -> str:
 
 def withoutControls(text: str) -> str:
     """
-    @return: C{text} as a display name is written: control characters as
+    @return: C{text} as a display name is written: control characters (C0 and C1) as
         spaces, no white space at either end.
     """
-    return re.sub(r"[\x00-\x1f\x7f]", " ", text).strip()
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", text).strip()
 
 
 def showsAddress(text: str, address: str) -> bool:

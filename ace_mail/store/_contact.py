@@ -19,7 +19,7 @@ The number of characters of a contact id: 20 base32 digits, 100 random bits.
 """
 
 _CONTACT_ID = re.compile(rf"^[a-z2-7]{{{CONTACT_ID_LENGTH}}}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
 
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_outgoing -*-
+# -*- test-case-name: tests.e2e.test_outgoing,tests.e2e.test_proxy -*-
 """
 The real processes of the end-to-end tests: ace-mail under C{twistd}, SMTP
 sinks, and the messages that go between them.
@@ -20,7 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
+
+from attrs import frozen
 
 SINK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sink.py")
 LOOPBACK = "127.0.0.1"
@@ -89,6 +91,21 @@ def _canConnect(port: int) -> bool:
         return False
 
 
+@frozen
+class Delivery:
+    """
+    One message that a sink stored.
+
+    @ivar mailFrom: Its MAIL FROM address.
+    @ivar recipients: Its RCPT TO addresses, in order.
+    @ivar content: The message, as the sink received it after DATA.
+    """
+
+    mailFrom: str
+    recipients: tuple[str, ...]
+    content: bytes
+
+
 class Sink:
     """
     One aiosmtpd sink (see C{sink.py}) in its own process, so that it can be
@@ -136,6 +153,21 @@ class Sink:
         if not os.path.isdir(new):
             return []
         return [os.path.join(new, name) for name in os.listdir(new)]
+
+    def deliveries(self) -> list[Delivery]:
+        """
+        The messages this sink has stored so far, with their envelopes.
+        """
+        found = []
+        for path in self.files():
+            name = os.path.basename(path) + ".json"
+            with open(os.path.join(self.directory, "envelope", name)) as f:
+                envelope = json.load(f)
+            with open(path, "rb") as f:
+                content = f.read()
+            recipients = tuple(envelope["recipients"])
+            found.append(Delivery(envelope["mailFrom"], recipients, content))
+        return found
 
 
 class AceMail:
@@ -291,6 +323,99 @@ class AceMail:
             raise AssertionError(f"GET /v1/queue answered {status}: {answer}")
         entries: list[dict[str, Any]] = answer["queue"]
         return entries
+
+
+class ProxyAceMail(AceMail):
+    """
+    C{twistd -n ace-mail} with its SMTP proxy on, relaying the proxy's mail
+    and all other mail to one sink, with the contact endpoints of its API.
+
+    @ivar proxyPort: The port of the proxy on 127.0.0.1.
+    """
+
+    rerouteName = "ace.test"
+    entrance = "Support <support@example.com>"
+
+    def __init__(
+        self, dataDir: str, sinkPort: int, logPath: str, options: Sequence[str] = ()
+    ) -> None:
+        """
+        @param options: More options for the command line, such as
+            C{["--contactRetentionHours", "0.002"]}.
+        """
+        super().__init__(dataDir, sinkPort, sinkPort, logPath)
+        self.proxyPort = freePort()
+        self.options = list(options)
+
+    def commandLine(self) -> list[str]:
+        sink = str(self.port1)
+        options = {
+            "--dataDir": self.dataDir,
+            "--api": f"tcp:{self.apiPort}:interface={LOOPBACK}",
+            "--heloName": self.rerouteName,
+            "--outgoingMailSmtpServer1": LOOPBACK,
+            "--outgoingMailSmtpPort1": sink,
+            "--enableSmtpProxy": "1",
+            "--smtpProxyPort": f"tcp:{self.proxyPort}:interface={LOOPBACK}",
+            "--smtpProxySmtpServer": LOOPBACK,
+            "--smtpProxySmtpPort": sink,
+            "--smtpProxyRerouteName": self.rerouteName,
+            "--entranceAddress": self.entrance,
+            "--minimalBackoffTime": "1",
+            "--maximalBackoffTime": "2",
+        }
+        command = [_twistd(), "-n", "--pidfile=", "ace-mail"]
+        for name, value in options.items():
+            command += [name, value]
+        return command + self.options
+
+    def start(self) -> None:
+        """
+        Start ace-mail and wait (at most 30 s) until its API and its proxy
+        listen.
+        """
+        super().start()
+        process = self.process
+        assert process is not None
+        waitFor(
+            "the SMTP proxy to listen",
+            lambda: process.poll() is not None or _canConnect(self.proxyPort),
+            30,
+        )
+        if process.poll() is not None:
+            raise AssertionError(f"ace-mail exited at start:\n{self.logTail()}")
+
+    def createContact(
+        self, customer: str, subject: str, messageId: str
+    ) -> dict[str, Any]:
+        """
+        Make a contact with C{POST /v1/contacts}.
+
+        @return: The contact as the API shows it, with its C{id} and
+            C{address}.
+        @raise AssertionError: If ace-mail does not answer 201.
+        """
+        body = {"customer": customer, "subject": subject, "messageId": messageId}
+        status, answer = self._request("POST", "/v1/contacts", body)
+        if status != 201:
+            raise AssertionError(f"POST /v1/contacts answered {status}: {answer}")
+        contact: dict[str, Any] = answer
+        return contact
+
+    def endContact(self, contactId: str) -> dict[str, Any]:
+        """
+        End a contact with C{POST /v1/contacts/ID/end}.
+
+        @return: The ended contact as the API shows it.
+        @raise AssertionError: If ace-mail does not answer 200.
+        """
+        status, answer = self._request("POST", f"/v1/contacts/{contactId}/end")
+        if status != 200:
+            raise AssertionError(
+                f"ending contact {contactId} answered {status}: {answer}"
+            )
+        contact: dict[str, Any] = answer
+        return contact
 
 
 def message(testId: str) -> str:

@@ -6,13 +6,16 @@ server on loopback that keeps every message it accepts as one file.
 Run as C{python sink.py --port PORT --dir DIR}. It prints C{ready} on its
 standard output once it listens, then stores each message in C{DIR/new} the
 way a maildir does (written in C{DIR/tmp}, then renamed), and answers 250
-only after the file is in place. It runs until it is killed.
+only after the file is in place. The envelope of each message (MAIL FROM and
+the RCPT TO addresses) is in C{DIR/envelope/NAME.json}, in place before the
+message is. It runs until it is killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -23,24 +26,29 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 class MaildirHandler:
     """
-    An aiosmtpd handler that stores each message in a maildir-like folder.
+    An aiosmtpd handler that stores each message in a maildir-like folder,
+    and its envelope beside it.
 
-    @ivar directory: The folder holding C{tmp} and C{new}.
+    @ivar directory: The folder holding C{tmp}, C{new} and C{envelope}.
     """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        os.makedirs(os.path.join(directory, "tmp"), exist_ok=True)
-        os.makedirs(os.path.join(directory, "new"), exist_ok=True)
+        for folder in ("tmp", "new", "envelope"):
+            os.makedirs(os.path.join(directory, folder), exist_ok=True)
 
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         """
-        Store the message, then accept it.
+        Store the envelope and the message, then accept it.
         """
         name = uuid.uuid4().hex
         temporary = os.path.join(self.directory, "tmp", name)
+        addresses = {"mailFrom": envelope.mail_from, "recipients": envelope.rcpt_tos}
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(addresses, f)
+        os.rename(temporary, os.path.join(self.directory, "envelope", name + ".json"))
         content = envelope.original_content or b""
         with open(temporary, "wb") as f:
             f.write(content)

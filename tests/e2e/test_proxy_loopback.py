@@ -17,7 +17,6 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ace_mail.proxy import CredentialsFileChecker, ProxyFactory, ProxySettings
-
 from tests.proxyfakes import (
     CERTS,
     ENTRANCE,
