@@ -390,6 +390,20 @@ PARAMETERS: tuple[Parameter, ...] = (
         20,
         "The most SMTP sessions at the proxy from one IP address.",
     ),
+    Parameter(
+        "autoAnswerLimit",
+        count,
+        "a whole number of at least 1",
+        3,
+        "The most automatic answers one sender address gets per autoAnswerWindow.",
+    ),
+    Parameter(
+        "autoAnswerWindow",
+        duration,
+        _SECONDS,
+        86400.0,
+        "The time window of autoAnswerLimit.",
+    ),
     _timeout("smtpProxyIdleTimeout", 300.0, "for a proxy client's next command"),
     _timeout(
         "smtpProxyDataTimeout", 600.0, "for more message data from a proxy client"

@@ -6,20 +6,14 @@ line and a TOML file, checked before anything starts.
 
 from __future__ import annotations
 
-import re
-import tomllib
 from typing import Any, Mapping
 
 from attrs import frozen
 
+from ace_mail._configfile import ConfigError, FileReader, readSecret
+from ace_mail._entrances import EntranceConfig, readEntrances
 from ace_mail._parameters import PARAMETERS, Parameter
 from ace_mail.address import parseMailbox
-
-
-class ConfigError(Exception):
-    """
-    A setting is wrong; the message is one sentence an operator can act on.
-    """
 
 
 @frozen
@@ -50,6 +44,8 @@ class Settings:
         2, or L{None}.
     @ivar outgoingMailSmtpPassword: Its password, or L{None}.
     @ivar dkimKeys: The DKIM keys, one per sending domain.
+    @ivar entrances: Every entrance: C{default} from --entranceAddress, then
+        the config file's C{[[entrance]]} tables.
     """
 
     values: Mapping[str, Any]
@@ -57,100 +53,13 @@ class Settings:
     outgoingMailSmtpUsername: str | None = None
     outgoingMailSmtpPassword: str | None = None
     dkimKeys: tuple[DkimKey, ...] = ()
+    entrances: tuple[EntranceConfig, ...] = ()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
 
-_SECRETS = ("apiToken", "outgoingMailSmtpUsername", "outgoingMailSmtpPassword")
-
-
-class _FileReader:
-    """
-    Reads one TOML config file and names its lines in every complaint.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-            self.text = raw.decode("utf-8")
-        except OSError as e:
-            raise ConfigError(
-                f"--config: cannot read the config file {path}: " f"{e.strerror or e}."
-            ) from None
-        except UnicodeDecodeError:
-            raise ConfigError(
-                f"{path}: the config file is not UTF-8 text; expected a TOML file."
-            ) from None
-        try:
-            self.data = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as e:
-            where = re.search(r"\(at line (\d+), column \d+\)", str(e))
-            what = str(e).split(" (at ")[0]
-            line = f", line {where.group(1)}" if where else ""
-            raise ConfigError(
-                f"{path}{line}: TOML syntax error ({what}); "
-                "expected key = value lines and [table] headers."
-            ) from None
-
-    def lineOf(self, key: str, table: str | None = None) -> int:
-        """
-        @return: The number of the line that sets C{key} (inside C{table}
-            when given), or 1 when it cannot be found.
-        """
-        inTable = table is None
-        keyLine = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
-        tableLine = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*$")
-        for number, line in enumerate(self.text.splitlines(), 1):
-            header = tableLine.match(line)
-            if header:
-                inTable = header.group(1) == table
-            elif inTable and keyLine.match(line):
-                return number
-        return 1
-
-    def fail(self, key: str, message: str, table: str | None = None) -> ConfigError:
-        name = f"{table}.{key}" if table else key
-        return ConfigError(
-            f"{self.path}, line {self.lineOf(key, table)}: {name}: {message}"
-        )
-
-
-def _readSecret(
-    reader: _FileReader, table: str | None, entry: Mapping[str, Any], key: str
-) -> str | None:
-    """
-    Take a secret given inline as C{key} or as a path in C{key + "File"}.
-    """
-    inline = entry.get(key)
-    path = entry.get(key + "File")
-    if inline is not None and path is not None:
-        raise reader.fail(
-            key + "File", f"give either {key} or {key}File, not both.", table
-        )
-    if inline is not None:
-        if not isinstance(inline, str) or not inline:
-            raise reader.fail(key, "expected a non-empty string.", table)
-        return inline
-    if path is None:
-        return None
-    if not isinstance(path, str):
-        raise reader.fail(
-            key + "File", "expected the path of a file as a string.", table
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            secret = f.read().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise reader.fail(key + "File", f"cannot read {path}: {e}.", table) from None
-    if not secret:
-        raise reader.fail(key + "File", f"the file {path} is empty.", table)
-    return secret
-
-
-def _readDkim(reader: _FileReader, entries: Any) -> tuple[DkimKey, ...]:
+def _readDkim(reader: FileReader, entries: Any) -> tuple[DkimKey, ...]:
     if not isinstance(entries, list):
         raise reader.fail(
             "dkim", "expected [[dkim]] tables with domain, selector and keyFile."
@@ -198,32 +107,58 @@ def load(
     values: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
     extras: dict[str, Any] = {}
     if configPath is not None:
-        values.update(_fromFile(_FileReader(configPath), extras))
+        values.update(_fromFile(FileReader(configPath), extras))
     for parameter in PARAMETERS:
         given = commandLine.get(parameter.name)
         if given is not None:
             values[parameter.name] = _convert(parameter, given, f"--{parameter.name}")
-    _crossCheck(values)
-    return Settings(values=values, **extras)
+    entrances = _withDefaultEntrance(values, extras.pop("entrances", ()))
+    _crossCheck(values, entrances)
+    return Settings(values=values, entrances=entrances, **extras)
 
 
-def _fromFile(reader: _FileReader, extras: dict[str, Any]) -> dict[str, Any]:
+def _withDefaultEntrance(
+    values: dict[str, Any], entrances: tuple[EntranceConfig, ...]
+) -> tuple[EntranceConfig, ...]:
+    """
+    Add the single-tenant entrance C{default} that --entranceAddress gives.
+    """
+    if values["entranceAddress"] is None:
+        return entrances
+    mailbox = parseMailbox(values["entranceAddress"])
+    if mailbox is None:
+        raise ConfigError(
+            '--entranceAddress: expected an address such as "Support '
+            f'<support@example.com>", got {values["entranceAddress"]!r}.'
+        )
+    if any(entrance.name == "default" for entrance in entrances):
+        raise ConfigError(
+            "--entranceAddress: the config file has an [[entrance]] named "
+            '"default" already; give its address in one place only.'
+        )
+    default = EntranceConfig(name="default", address=mailbox[1], displayName=mailbox[0])
+    return (default, *entrances)
+
+
+def _fromFile(reader: FileReader, extras: dict[str, Any]) -> dict[str, Any]:
     known = {p.name: p for p in PARAMETERS}
     values: dict[str, Any] = {}
     for key, value in reader.data.items():
         if key in known:
             where = f"{reader.path}, line {reader.lineOf(key)}: {key}"
             values[key] = _convert(known[key], value, where)
+        elif key == "entrance":
+            extras["entrances"] = readEntrances(reader, value)
         elif key == "dkim":
             extras["dkimKeys"] = _readDkim(reader, value)
         elif key in ("apiToken", "apiTokenFile"):
-            extras["apiToken"] = _readSecret(reader, None, reader.data, "apiToken")
+            extras["apiToken"] = readSecret(reader, None, reader.data, "apiToken")
         elif key in ("outgoingMailSmtpUsername",):
             if not isinstance(value, str) or not value:
                 raise reader.fail(key, "expected a non-empty string.")
             extras[key] = value
         elif key in ("outgoingMailSmtpPassword", "outgoingMailSmtpPasswordFile"):
-            extras["outgoingMailSmtpPassword"] = _readSecret(
+            extras["outgoingMailSmtpPassword"] = readSecret(
                 reader, None, reader.data, "outgoingMailSmtpPassword"
             )
         else:
@@ -231,7 +166,7 @@ def _fromFile(reader: _FileReader, extras: dict[str, Any]) -> dict[str, Any]:
                 key,
                 "unknown key; expected one of the parameters in "
                 "`twistd ace-mail --help`, apiToken, outgoingMailSmtpUsername, "
-                "outgoingMailSmtpPassword or [[dkim]].",
+                "outgoingMailSmtpPassword, [[entrance]] or [[dkim]].",
             )
     if ("outgoingMailSmtpPassword" in extras) != ("outgoingMailSmtpUsername" in extras):
         raise reader.fail(
@@ -253,11 +188,10 @@ def _convert(parameter: Parameter, value: Any, where: str) -> Any:
 _PROXY_NEEDS = {
     "smtpProxyRerouteName": "the host name of contact addresses",
     "smtpProxySmtpServer": "the real SMTP server that replies are relayed through",
-    "entranceAddress": "the address customers see replies come from",
 }
 
 
-def _crossCheck(values: dict[str, Any]) -> None:
+def _crossCheck(values: dict[str, Any], entrances: tuple[EntranceConfig, ...]) -> None:
     pairs = [("outgoingMailSmtpServer2", "outgoingMailSmtpPort2")]
     for server, port in pairs:
         if values[port] is not None and values[server] is None:
@@ -271,22 +205,17 @@ def _crossCheck(values: dict[str, Any]) -> None:
             "--smtpProxyTlsCertificate and --smtpProxyTlsKey go together; give both "
             "or neither."
         )
-    if values["entranceAddress"] is not None:
-        if parseMailbox(values["entranceAddress"]) is None:
-            raise ConfigError(
-                '--entranceAddress: expected an address such as "Support '
-                f'<support@example.com>", got {values["entranceAddress"]!r}.'
-            )
     if values["enableSmtpProxy"]:
-        for needed in (
-            "smtpProxyRerouteName",
-            "smtpProxySmtpServer",
-            "entranceAddress",
-        ):
+        for needed in ("smtpProxyRerouteName", "smtpProxySmtpServer"):
             if values[needed] is None:
                 raise ConfigError(
-                    f"--enableSmtpProxy 1 needs --{needed}: " f"{_PROXY_NEEDS[needed]}."
+                    f"--enableSmtpProxy 1 needs --{needed}: {_PROXY_NEEDS[needed]}."
                 )
+        if not entrances:
+            raise ConfigError(
+                "--enableSmtpProxy 1 needs --entranceAddress (or [[entrance]] tables "
+                "in the config file): the address customers see replies come from."
+            )
     if values["maximalBackoffTime"] < values["minimalBackoffTime"]:
         raise ConfigError(
             "--maximalBackoffTime: expected at least --minimalBackoffTime "
