@@ -10,7 +10,8 @@ from typing import Any, Mapping
 
 from attrs import frozen
 
-from ace_mail._configfile import ConfigError, FileReader, readSecret
+from ace_mail._configfile import ConfigError as ConfigError
+from ace_mail._configfile import FileReader, readSecret
 from ace_mail._entrances import EntranceConfig, readEntrances
 from ace_mail._parameters import PARAMETERS, Parameter
 from ace_mail.address import parseMailbox

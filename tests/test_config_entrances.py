@@ -164,5 +164,5 @@ class EntranceTests(SynchronousTestCase):
         self.assertRefused(
             GOOD.replace('"help@globex.example"', '"help"'),
             "entrance.address",
-            ", line 31:",
+            ", line 25:",
         )
