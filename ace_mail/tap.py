@@ -26,7 +26,6 @@ from twisted.web.server import Site
 from ace_mail import __version__
 from ace_mail._parameters import PARAMETERS, Parameter
 from ace_mail._services import Closing, Listener, ThreadPoolService, purgeService
-from ace_mail.address import parseMailbox
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.apicontacts import ContactEndpoints
 from ace_mail.config import ConfigError, Settings, load
@@ -186,12 +185,32 @@ def _openStore(path: str) -> SQLiteContactStore:
 
 
 def _entrances(settings: Settings) -> dict[str, Entrance]:
-    if settings["entranceAddress"] is None:
-        return {}
-    mailbox = parseMailbox(settings["entranceAddress"])
-    assert mailbox is not None, "checked by config"
-    name, address = mailbox
-    return {"default": Entrance("default", address, name)}
+    return {
+        entrance.name: Entrance(entrance.name, entrance.address, entrance.displayName)
+        for entrance in settings.entrances
+    }
+
+
+def _entranceRoutes(settings: Settings) -> dict[str, Route]:
+    """
+    The routes of the entrances that have SMTP servers of their own.
+    """
+    routes = {}
+    for entrance in settings.entrances:
+        if entrance.servers:
+            servers = tuple(
+                Server(
+                    name=f"{entrance.routeName}/{number}",
+                    host=server.host,
+                    port=server.port,
+                    tls=server.tls,
+                    username=server.username,
+                    password=server.password,
+                )
+                for number, server in enumerate(entrance.servers, 1)
+            )
+            routes[entrance.routeName] = Route(entrance.routeName, servers)
+    return routes
 
 
 def _proxyService(
@@ -218,6 +237,16 @@ def _proxyService(
         dataTimeout=settings["smtpProxyDataTimeout"],
         maxConnections=settings["smtpProxyMaxConnections"],
         maxConnectionsPerClient=settings["smtpProxyMaxConnectionsPerClient"],
+        allowedSenderDomains={
+            entrance.name: entrance.allowedSenderDomains
+            for entrance in settings.entrances
+            if entrance.allowedSenderDomains
+        },
+        entranceRoutes={
+            entrance.name: entrance.routeName
+            for entrance in settings.entrances
+            if entrance.servers
+        },
     )
     tlsContext = None
     if settings["smtpProxyTlsCertificate"] is not None:
@@ -323,7 +352,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         setAside=settings["serverSetAsideTime"],
     )
     Closing(sender.stop).setServiceParent(top)
-    routes = {"outgoing": _outgoingRoute(settings)}
+    routes = {"outgoing": _outgoingRoute(settings), **_entranceRoutes(settings)}
     if settings["smtpProxySmtpServer"] is not None:
         proxyServer = Server(
             name="proxy/1",

@@ -59,6 +59,19 @@ class ContactTests(SynchronousTestCase):
             message.endswith(b"\r\n\r\nHello, your order is on its way.\r\n")
         )
 
+    def test_entranceRoute(self) -> None:
+        """
+        A customer's copy leaves on its entrance's own route when the
+        entrance has SMTP servers of its own; pass-through stays on the
+        proxy route.
+        """
+        factory = makeFactory(entranceRoutes={"default": "entrance/default"})
+        client = Client(factory)
+        client.transaction(f"{OPEN_ID}@{HOST}", "colleague@agents.example")
+        client.message()
+        routes = sorted(envelope.route for envelope, _ in factory.queue.messages)
+        self.assertEqual(routes, ["entrance/default", "proxy"])
+
     def test_envelopeSenderHidden(self) -> None:
         """
         The envelope sender is kept out of the customer's copy even when the

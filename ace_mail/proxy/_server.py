@@ -254,7 +254,9 @@ class ProxyProtocol(Session):
         user = (self._user or b"").decode("ascii", "replace")
         hide = [transaction.sender, user if isMailbox(user) else ""]
         try:
-            copies = transaction.copies(message, self.settings.route, hide)
+            copies = transaction.copies(
+                message, self.settings.route, hide, self.settings.entranceRoutes
+            )
         except RewriteError as e:
             self.refuse(replies.rewriteRefused(str(e)), contactIds=contactIds)
             return

@@ -35,6 +35,8 @@ class ProxySettings:
     @ivar allowedSenderDomains: For each entrance name, the MAIL FROM domains
         that may answer its contacts; an entrance not named here, or named
         with no domains, accepts any sender.
+    @ivar entranceRoutes: For each entrance with SMTP servers of its own,
+        the route its customers' copies leave on instead of C{route}.
     """
 
     rerouteName: str
@@ -50,3 +52,4 @@ class ProxySettings:
     maxConnections: int = 200
     maxConnectionsPerClient: int = 20
     allowedSenderDomains: Mapping[str, tuple[str, ...]] = field(factory=dict)
+    entranceRoutes: Mapping[str, str] = field(factory=dict)

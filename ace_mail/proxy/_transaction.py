@@ -74,9 +74,15 @@ class Transaction:
         self.recipients += 1
 
     def copies(
-        self, message: bytes, route: str, hide: Sequence[str]
+        self,
+        message: bytes,
+        route: str,
+        hide: Sequence[str],
+        entranceRoutes: Mapping[str, str],
     ) -> list[tuple[Envelope, bytes]]:
         """
+        @param route: The route of pass-through mail, and of customers' copies
+            whose entrance has no route of its own in C{entranceRoutes}.
         @param hide: The agent's addresses that the envelope shows (such as
             the sender), to keep out of the customers' copies besides those
             in the message's own headers.
@@ -89,7 +95,11 @@ class Transaction:
         """
         result = [
             (
-                Envelope(entrance.address, (contact.customerAddress,), route),
+                Envelope(
+                    entrance.address,
+                    (contact.customerAddress,),
+                    entranceRoutes.get(entrance.name, route),
+                ),
                 rewriteReply(message, contact, entrance, hide=hide),
             )
             for contact, entrance in self.contacts.values()
