@@ -82,7 +82,9 @@ def rewriteReply(
         strings are ignored.
     @return: The customer's copy, its header lines folded at 78 columns.
     @raise RewriteError: If the MIME boundary of the message contains the
-        agent's address, which cannot be changed without changing the body.
+        agent's address, which cannot be changed without changing the body,
+        or if the finished copy's headers would still show one of them (a
+        last check that does not trust the allow-list alone).
     """
     extra = {address for address in hide if address}
     secrets = {
@@ -112,7 +114,14 @@ def rewriteReply(
     headers.extend(_mimeHeaders(first, secrets))
 
     block = "".join(_fold(name, value) for name, value in headers)
-    return block.encode("utf-8", "surrogateescape") + b"\r\n" + body
+    copy = block.encode("utf-8", "surrogateescape") + b"\r\n" + body
+    for secret in secrets:
+        if secret and headerLeaks(copy, secret):
+            raise RewriteError(
+                "its headers would still show the agent's address; "
+                "answer from ACE Agent"
+            )
+    return copy
 
 
 def agentAddressesIn(message: bytes) -> set[str]:

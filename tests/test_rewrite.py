@@ -677,3 +677,25 @@ class HeaderLeaksTests(SynchronousTestCase):
         """
         message = f"Subject: hi\r\n\r\n{AGENT}\r\n".encode()
         self.assertFalse(headerLeaks(message, AGENT))
+
+
+class LastCheckTests(SynchronousTestCase):
+    """
+    The finished copy is searched once more for the agent, whatever the
+    allow-list let through.
+    """
+
+    def test_leakRefused(self) -> None:
+        """
+        If a kept header still named the agent, the copy is refused rather
+        than sent.
+        """
+        from ace_mail import rewrite
+
+        def leakyMimeHeaders(*args: object) -> list[tuple[str, str]]:
+            return [("Content-Language", f"en (written by {AGENT})")]
+
+        self.patch(rewrite, "_mimeHeaders", leakyMimeHeaders)
+        with self.assertRaises(RewriteError) as caught:
+            rewriteReply(reply("Subject: x"), CONTACT, ENTRANCE)
+        self.assertIn("agent's address", str(caught.exception))
