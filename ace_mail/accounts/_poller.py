@@ -1,0 +1,218 @@
+# -*- test-case-name: tests.test_accounts_schedule -*-
+"""
+The service that polls one POP3 account on a schedule, backs off after
+failures and keeps the account's status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from attrs import evolve
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .._entrances import AccountConfig
+from . import _tls
+from ._protocol import POP3Error
+from ._session import Intake, PollSession, Tally
+from ._status import AccountStatus
+
+_log = Logger()
+
+MAX_BACKOFF = 1800.0
+"""
+The longest wait, in seconds, between failed polls (unless the account's
+poll interval is longer).
+"""
+
+
+class AccountPoller(Service):
+    """
+    Poll one account every C{pollInterval} seconds, and after failures
+    every C{pollInterval} doubled for each failure in a row, up to
+    L{MAX_BACKOFF}. A poll never overlaps another.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        account: AccountConfig,
+        intake: Intake,
+        *,
+        endpointFactory: Callable[[AccountConfig], IStreamClientEndpoint] | None = None,
+    ) -> None:
+        """
+        @param reactor: The reactor: L{IReactorTime}, and L{IReactorTCP}
+            unless C{endpointFactory} is given.
+        @param account: The account.
+        @param intake: Where messages go (L{ace_mail.intake.Intake}).
+        @param endpointFactory: Makes the endpoint to reach the account's
+            server; by default a L{HostnameEndpoint}, wrapped in TLS when
+            the account's C{tls} is C{"implicit"}.
+        """
+        self.name = account.name
+        self._reactor = reactor
+        self._account = account
+        self._intake = intake
+        self._endpointFactory = endpointFactory or self._defaultEndpoint
+        self._status = AccountStatus(account=account.name)
+        self._tally = Tally()
+        self._timer: IDelayedCall | None = None
+        self._session: PollSession | None = None
+        self._idleWaiters: list[Deferred[None]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        self._schedule(0)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop polling; a poll under way is dropped (the server keeps every
+        message it did not see deleted before QUIT).
+
+        @return: Fires when no poll runs any more.
+        """
+        super().stopService()
+        self._cancelTimer()
+        if self._session is None:
+            return succeed(None)
+        self._session.abort(f"account {self._account.name}: ace-mail is stopping")
+        return self._whenIdle()
+
+    def pollNow(self) -> Deferred[None]:
+        """
+        Poll at once, unless a poll is under way.
+
+        @return: Fires when the poll (this one or the one under way) ends,
+            however it ends.
+        """
+        if self._session is None:
+            self._cancelTimer()
+            self._poll()
+        return self._whenIdle()
+
+    def status(self) -> AccountStatus:
+        """
+        @return: The account's status now.
+        """
+        return evolve(
+            self._status,
+            polling=self._session is not None,
+            messagesTaken=self._tally.taken,
+            messagesTooLarge=self._tally.tooLarge,
+        )
+
+    def _poll(self) -> None:
+        self._timer = None
+        self._status = evolve(self._status, nextPoll=None)
+        session = PollSession(
+            self._reactor,
+            self._account,
+            self._intake,
+            self._endpointFactory,
+            self._tally,
+        )
+        self._session = session
+        _log.info(
+            "{account}: polling {host}:{port}",
+            account=self._account.name,
+            host=self._account.host,
+            port=self._account.port,
+        )
+        polled = Deferred.fromCoroutine(session.run())
+        polled.addCallbacks(self._succeeded, self._failed).addBoth(self._ended)
+
+    def _succeeded(self, ignored: None) -> None:
+        self._status = evolve(self._status, lastResult="ok", consecutiveFailures=0)
+        _log.info(
+            "{account}: poll done; {taken} messages taken so far",
+            account=self._account.name,
+            taken=self._tally.taken,
+        )
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(POP3Error):
+            sentence = str(failure.value)
+        else:
+            _log.failure("{account}: poll failed", failure, account=self._account.name)
+            sentence = f"an internal error: {failure.value!r}"
+        self._status = evolve(
+            self._status,
+            lastResult=sentence,
+            errors=self._status.errors + 1,
+            consecutiveFailures=self._status.consecutiveFailures + 1,
+        )
+        _log.warn(
+            "{account}: poll failed ({failures} in a row): {reason}",
+            account=self._account.name,
+            failures=self._status.consecutiveFailures,
+            reason=sentence,
+        )
+
+    def _ended(self, ignored: None) -> None:
+        self._session = None
+        self._status = evolve(self._status, lastPoll=self._reactor.seconds())
+        if self.running:
+            self._schedule(self._delay())
+        waiters, self._idleWaiters = self._idleWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _delay(self) -> float:
+        interval = self._account.pollInterval
+        failures = self._status.consecutiveFailures
+        if failures == 0:
+            return interval
+        backoff: float = interval * 2 ** min(failures - 1, 32)
+        return min(backoff, max(MAX_BACKOFF, interval))
+
+    def _schedule(self, delay: float) -> None:
+        self._cancelTimer()
+        self._timer = self._reactor.callLater(delay, self._poll)
+        self._status = evolve(self._status, nextPoll=self._reactor.seconds() + delay)
+        if delay:
+            _log.debug(
+                "{account}: next poll in {delay:g} seconds",
+                account=self._account.name,
+                delay=delay,
+            )
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            self._status = evolve(self._status, nextPoll=None)
+
+    def _whenIdle(self) -> Deferred[None]:
+        if self._session is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idleWaiters.append(waiter)
+        return waiter
+
+    def _defaultEndpoint(self, account: AccountConfig) -> IStreamClientEndpoint:
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, account.host, account.port, timeout=account.timeout
+        )
+        if account.tls == "implicit":
+            options = _tls.clientTLSOptions(account)
+            endpoint = wrapClientTLS(options, endpoint, self._reactor)
+        return endpoint
+
+
+def pollerServices(
+    reactor: Any, accounts: Iterable[AccountConfig], intake: Intake
+) -> MultiService:
+    """
+    @return: A service with one L{AccountPoller} for each of C{accounts}.
+    """
+    services = MultiService()
+    for account in accounts:
+        AccountPoller(reactor, account, intake).setServiceParent(services)
+    return services
