@@ -238,12 +238,13 @@ def commitBatch(directory: str, directoryFd: int, batch: Batch) -> dict[int, int
 
 def readSegments(
     directory: str, numbers: list[int]
-) -> tuple[list[Segment], list[Slot]]:
+) -> tuple[list[Segment], list[Slot], set[str]]:
     """
     Open and read segment files, cutting off unacknowledged writes at their
     tails; of several records of one queue id, only the newest counts.
 
-    @return: The segments, and the live messages in them.
+    @return: The segments, the live messages in them, and the queue id of
+        every record found, live or done.
     """
     segments = []
     newest: dict[str, tuple[Segment, Found]] = {}
@@ -287,7 +288,7 @@ def readSegments(
                     mutable,
                 )
             )
-    return segments, slots
+    return segments, slots, set(newest)
 
 
 @define

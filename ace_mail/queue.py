@@ -167,12 +167,17 @@ class Queue(Service):
             self._timer = None
         return self._spool.close()
 
-    def enqueue(self, envelope: Envelope, message: bytes) -> Deferred[str]:
+    def enqueue(
+        self, envelope: Envelope, message: bytes, queueId: str | None = None
+    ) -> Deferred[str]:
         """
         Accept a message, due at once.
 
+        @param queueId: The queue id to give it, chosen beforehand with
+            L{ace_mail.spool.newQueueId} by a caller that must enqueue it
+            exactly once (see L{knows}); a new one by default.
         @return: A L{Deferred} that fires with its queue id once it is on
-            disk.
+            disk, or fails with L{ValueError} if C{queueId} is in use.
         @raise ValueError: If the envelope has no recipients.
         """
         if not envelope.recipients:
@@ -198,7 +203,20 @@ class Queue(Service):
             self._pump()
             return queueId
 
-        return self._spool.add(envelope, message, created).addCallback(accepted)
+        added = self._spool.add(envelope, message, created, queueId)
+        return added.addCallback(accepted)
+
+    def knows(self, queueId: str) -> bool:
+        """
+        Tell whether a message was ever enqueued under a queue id, as far as
+        this process can know: it is in the queue, or its record (live or
+        delivered) was in the spool when the service started.  A caller that
+        noted a queue id before L{enqueue} and may have died before hearing
+        the answer asks this at start-up, before enqueueing anything.
+
+        @raise RuntimeError: If the service has not started yet.
+        """
+        return queueId in self._entries or self._spool.seen(queueId)
 
     def list(self) -> list[QueueEntry]:
         """

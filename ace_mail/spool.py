@@ -41,10 +41,20 @@ from ._spoolformat import (
 )
 from .envelope import Envelope, MessageSource
 
+__all__ = [
+    "Spool",
+    "SpoolClosed",
+    "SpoolLocked",
+    "SpooledMessage",
+    "ThreadRunner",
+    "newQueueId",
+]
+
 _log = Logger()
 
 _T = TypeVar("_T")
 _SEGMENT = re.compile(r"seg-(\d{8})")
+_QUEUE_ID = re.compile(r"[a-z2-7]{16}")
 
 
 class ThreadRunner(Protocol):
@@ -123,6 +133,7 @@ class Spool:
         self._deletions: list[Segment] = []
         self._busy = False
         self._closing: list[Deferred[None]] | None = None
+        self._recovered: set[str] | None = None
 
     @classmethod
     def open(
@@ -160,7 +171,7 @@ class Spool:
 
         @return: The live messages, oldest first.
         """
-        segments, slots = readSegments(self._directory, self._existing)
+        segments, slots, self._recovered = readSegments(self._directory, self._existing)
         self._existing = []
         for segment in segments:
             self._segments[segment.number] = segment
@@ -184,18 +195,47 @@ class Spool:
             for slot in slots
         ]
 
-    def add(self, envelope: Envelope, message: bytes, created: float) -> Deferred[str]:
+    def seen(self, queueId: str) -> bool:
+        """
+        Tell whether a message was ever stored under a queue id, as far as
+        this process can know: whether it is in the spool now, or was found
+        by L{recover}, live or done.
+
+        @raise RuntimeError: If the spool is not recovered yet, as it could
+            not answer.
+        """
+        if self._recovered is None:
+            raise RuntimeError("the spool must be recovered before it is asked")
+        return queueId in self._index or queueId in self._recovered
+
+    def add(
+        self,
+        envelope: Envelope,
+        message: bytes,
+        created: float,
+        queueId: str | None = None,
+    ) -> Deferred[str]:
         """
         Store a new message.
 
-        @return: A L{Deferred} that fires with its new queue id once it is
+        @param queueId: The queue id to store it under, made by
+            L{newQueueId} beforehand so that the caller can note it before
+            the message exists; a new one by default.
+        @return: A L{Deferred} that fires with its queue id once it is
             written and fsync'd.
         """
         if self._closing is not None:
             return fail(SpoolClosed("the spool is closed"))
-        queueId = newQueueId()
-        while queueId in self._index:
+        if queueId is None:
             queueId = newQueueId()
+            while queueId in self._index:
+                queueId = newQueueId()
+        elif not _QUEUE_ID.fullmatch(queueId):
+            return fail(ValueError(f"{queueId!r} is not a queue id"))
+        elif queueId in self._index or any(
+            write.queueId == queueId for write in self._pending
+        ):
+            return fail(ValueError(f"{queueId} is already in the spool"))
         done: Deferred[None] = Deferred()
         mutable = Mutable(LIVE, 0, created, "")
         self._pending.append(Write(queueId, envelope, created, message, mutable, done))

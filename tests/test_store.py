@@ -419,7 +419,10 @@ class MigrationTests(SynchronousTestCase):
         open(path, "wb").close()
         SQLiteContactStore.open(path).close()
         self.assertEqual(_version(path), len(MIGRATIONS))
-        self.assertEqual(_tables(path), {"schema_version", "contact"})
+        self.assertEqual(
+            _tables(path),
+            {"schema_version", "contact", "intake", "sentMessage", "dispatch"},
+        )
 
     def test_stepsInOrder(self) -> None:
         """

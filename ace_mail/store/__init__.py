@@ -11,10 +11,41 @@ from ace_mail.store._contact import (
     isContactId,
     newContactId,
 )
-from ace_mail.store._interface import ContactStoreError, IContactStore
+from ace_mail.store._intake import (
+    AGENT,
+    ANSWER,
+    CREATED,
+    DROPPED,
+    DUPLICATE,
+    PENDING,
+    QUEUED,
+    REFUSED,
+    THREADED,
+    Arrival,
+    Dispatch,
+    Plan,
+    Planned,
+    Taken,
+)
+from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
 from ace_mail.store._sqlite import SQLiteContactStore
 
 __all__ = [
+    "AGENT",
+    "ANSWER",
+    "CREATED",
+    "DROPPED",
+    "DUPLICATE",
+    "PENDING",
+    "QUEUED",
+    "REFUSED",
+    "THREADED",
+    "Arrival",
+    "Dispatch",
+    "IIntakeStore",
+    "Plan",
+    "Planned",
+    "Taken",
     "CONTACT_ID_LENGTH",
     "Contact",
     "ContactStoreError",

@@ -6,9 +6,10 @@ What every contact store does, whatever keeps the data.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from ace_mail.store._contact import Contact
+from ace_mail.store._intake import Arrival, Dispatch, Plan, Taken
 
 
 class ContactStoreError(Exception):
@@ -68,7 +69,8 @@ class IContactStore(Interface):
     def purge(endedBefore: float) -> Deferred[int]:
         """
         Delete the contacts that were ended before a time, and all that is
-        kept with them.  The caller works out the time from its retention.
+        kept with them, their stored original emails included.  The caller
+        works out the time from its retention.
 
         @param endedBefore: In POSIX seconds; a contact ended at exactly this
             time is kept, and open contacts are always kept.
@@ -78,4 +80,74 @@ class IContactStore(Interface):
     def close() -> None:
         """
         Release the database.  No other method may be called afterwards.
+        """
+
+
+class IIntakeStore(IContactStore):
+    """
+    A contact store that also keeps what email intake needs: the messages taken from each POP3 account, the
+    stored originals, and the automatic answers and physical emails it must
+    send exactly once.
+
+    Message-IDs that ace-mail sends for a contact are kept so that a
+    customer's answer to one of them is attached to that contact.
+    """
+
+    originalsDirectory = Attribute(
+        "The directory of the stored original emails, named by the records."
+    )
+
+    def seen(account: str, uidl: str) -> Deferred[bool]:
+        """
+        @return: A L{Deferred} that fires with whether this account's message
+            with this UIDL was taken already.
+        """
+
+    def recordArrival(arrival: Arrival, plan: Plan) -> Deferred[Taken]:
+        """
+        Decide what an arrival is and record it in one transaction: a
+        duplicate (by account and UIDL, or by account, Message-ID and
+        digest), refused, attached to an open or unexpired contact of its
+        entrance (by a Message-ID that ace-mail sent for it, then by the
+        subject tag), or a new contact.  A new contact gets the planned
+        automatic answer unless its address had C{plan.answerLimit} answers
+        within C{plan.answerWindow}; new and attached messages get the
+        planned physical email.  Their Message-IDs are kept for threading.
+
+        @return: A L{Deferred} that fires with the decision once committed.
+        """
+
+    def addDispatch(dispatch: Dispatch) -> Deferred[None]:
+        """
+        Note a pending message for a contact, and keep its Message-ID.
+
+        @return: A L{Deferred} that fires once it is committed.
+        """
+
+    def settleDispatch(queueId: str, state: str) -> Deferred[None]:
+        """
+        Mark a pending message as queued, or as dropped.
+
+        @return: A L{Deferred} that fires once it is committed.
+        """
+
+    def pendingDispatches() -> Deferred[list[Dispatch]]:
+        """
+        @return: A L{Deferred} that fires with the messages still pending,
+            oldest first.
+        """
+
+    def recordMessageId(contactId: str, messageId: str) -> Deferred[None]:
+        """
+        Keep the Message-ID of a message sent for a contact, such as an
+        agent's reply rewritten by the proxy, so that the customer's answer
+        to it is attached to the contact.
+
+        @return: A L{Deferred} that fires once it is committed.
+        """
+
+    def originalOf(contactId: str) -> Deferred[str | None]:
+        """
+        @return: A L{Deferred} that fires with the name of the stored
+            original that opened the contact, or L{None} if it has none.
         """

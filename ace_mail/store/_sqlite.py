@@ -6,6 +6,7 @@ The contact store in one SQLite file, the embedded default.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from typing import Any, Sequence
 
@@ -13,8 +14,10 @@ from twisted.internet.defer import Deferred, execute
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ace_mail.store import _sqliteintake as intake
 from ace_mail.store._contact import Contact, newContactId
-from ace_mail.store._interface import ContactStoreError, IContactStore
+from ace_mail.store._intake import Arrival, Dispatch, Plan, Taken
+from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
 
 _log = Logger()
 
@@ -43,6 +46,7 @@ MIGRATIONS: Sequence[Migration] = (
         " WHERE externalId IS NOT NULL",
         "CREATE INDEX contactEnded ON contact (ended) WHERE ended IS NOT NULL",
     ),
+    intake.MIGRATION,
 )
 """
 Every migration in order: the one at index I{n} takes the schema from version
@@ -154,29 +158,35 @@ def _readVersion(connection: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-@implementer(IContactStore)
+@implementer(IContactStore, IIntakeStore)
 class SQLiteContactStore:
     """
     The contacts in one SQLite file in WAL mode with full synchronisation, so
     that a contact is on disk when L{create} fires.
 
-    Each call is one short statement on an indexed column, run in the
-    calling thread; the L{Deferred} it returns has already fired.
+    Each call is one short statement on an indexed column, or one short
+    transaction, run in the calling thread; the L{Deferred} it returns has
+    already fired.
 
     @ivar path: The database file.
+    @ivar originalsDirectory: The directory of the stored original emails.
     """
 
-    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: str, originalsDirectory: str
+    ) -> None:
         """
         Use L{open} instead.
         """
         self._connection = connection
         self.path = path
+        self.originalsDirectory = originalsDirectory
 
     @classmethod
     def open(cls, path: str) -> SQLiteContactStore:
         """
-        Open the store in C{path}, creating it or migrating its schema.
+        Open the store in C{path}, creating it or migrating its schema.  The
+        stored originals are kept in the directory C{originals} beside it.
 
         @raise ContactStoreError: If the file cannot be opened, is not a
             SQLite database, has a schema newer than this code knows, or
@@ -208,7 +218,8 @@ class SQLiteContactStore:
         except ContactStoreError:
             connection.close()
             raise
-        return cls(connection, path)
+        originals = os.path.join(os.path.dirname(os.path.abspath(path)), "originals")
+        return cls(connection, path, originals)
 
     def create(
         self,
@@ -268,16 +279,49 @@ class SQLiteContactStore:
         return execute(self._purge, endedBefore)
 
     def _purge(self, endedBefore: float) -> int:
-        cursor = self._connection.execute(
-            "DELETE FROM contact WHERE ended IS NOT NULL AND ended < ?",
-            (endedBefore,),
-        )
+        count, originals = intake.purge(self._connection, endedBefore)
+        for name in originals:
+            try:
+                os.unlink(os.path.join(self.originalsDirectory, name))
+            except FileNotFoundError:
+                pass
+        if originals:
+            fd = os.open(self.originalsDirectory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         _log.info(
-            "Purged {count} contacts ended before {endedBefore}.",
-            count=cursor.rowcount,
+            "Purged {count} contacts ended before {endedBefore} and {originals}"
+            " stored emails.",
+            count=count,
             endedBefore=endedBefore,
+            originals=len(originals),
         )
-        return cursor.rowcount
+        return count
+
+    def seen(self, account: str, uidl: str) -> Deferred[bool]:
+        return execute(intake.seen, self._connection, account, uidl)
+
+    def recordArrival(self, arrival: Arrival, plan: Plan) -> Deferred[Taken]:
+        return execute(
+            intake.recordArrival, self._connection, INSERT, contactRow, arrival, plan
+        )
+
+    def addDispatch(self, dispatch: Dispatch) -> Deferred[None]:
+        return execute(intake.addDispatch, self._connection, dispatch)
+
+    def settleDispatch(self, queueId: str, state: str) -> Deferred[None]:
+        return execute(intake.settleDispatch, self._connection, queueId, state)
+
+    def pendingDispatches(self) -> Deferred[list[Dispatch]]:
+        return execute(intake.pendingDispatches, self._connection)
+
+    def recordMessageId(self, contactId: str, messageId: str) -> Deferred[None]:
+        return execute(intake.recordMessageId, self._connection, contactId, messageId)
+
+    def originalOf(self, contactId: str) -> Deferred[str | None]:
+        return execute(intake.originalOf, self._connection, contactId)
 
     def close(self) -> None:
         self._connection.close()
