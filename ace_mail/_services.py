@@ -5,10 +5,10 @@ Small services that tie ace-mail's parts to the life of the process.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -95,3 +95,32 @@ def purgeService(reactor: Any, store: IContactStore, retention: float) -> Servic
     timer = TimerService(3600, purge)
     timer.clock = reactor
     return timer
+
+
+class AfterRecovery(MultiService):
+    """
+    Starts its services only once C{recover} has finished the work that a
+    crash interrupted, so that nothing new starts on top of it.
+    """
+
+    def __init__(self, what: str, recover: Callable[[], Deferred[None]]) -> None:
+        super().__init__()
+        self.what = what
+        self.recover = recover
+
+    def startService(self) -> None:
+        Service.startService(self)
+
+        def recovered(ignored: None) -> None:
+            if self.running:
+                for service in self:
+                    service.startService()
+
+        def failed(reason: Any) -> None:
+            _log.failure(
+                "Cannot recover {what}; it does not start until ace-mail restarts",
+                reason,
+                what=self.what,
+            )
+
+        self.recover().addCallbacks(recovered, failed)

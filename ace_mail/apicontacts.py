@@ -6,12 +6,15 @@ The API's contact endpoints: ACE makes contacts, looks them up and ends them.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
-from ace_mail.address import parseMailbox
+from ace_mail.accounts import AccountStatus
+from ace_mail.address import isMailbox, parseMailbox
 from ace_mail.api import Answer, ApiError, field, rfc3339
+from ace_mail.intake import DeliverError
 from ace_mail.store import Contact, Entrance, IContactStore
 
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
@@ -35,12 +38,16 @@ class ContactEndpoints:
         *,
         rerouteName: str,
         retentionSeconds: float,
+        deliver: Callable[[str, str], Deferred[str]],
+        accounts: Callable[[], Sequence[AccountStatus]],
     ) -> None:
         self.reactor = reactor
         self.store = store
         self.entrances = entrances
         self.rerouteName = rerouteName
         self.retentionSeconds = retentionSeconds
+        self.deliver = deliver
+        self.accounts = accounts
 
     def routes(self) -> list[tuple[bytes, re.Pattern[str], Callable[..., Any]]]:
         """
@@ -54,6 +61,12 @@ class ContactEndpoints:
                 re.compile(rf"^/v1/contacts/{_CONTACT_ID}/end$"),
                 self.endContact,
             ),
+            (
+                b"POST",
+                re.compile(rf"^/v1/contacts/{_CONTACT_ID}/deliver$"),
+                self.deliverContact,
+            ),
+            (b"GET", re.compile(r"^/v1/accounts$"), self.getAccounts),
         ]
 
     def show(self, contact: Contact) -> dict[str, Any]:
@@ -157,3 +170,54 @@ class ContactEndpoints:
             )
 
         return self.store.get(contactId.lower()).addCallback(end)
+
+    def deliverContact(self, body: Any, contactId: str) -> Deferred[Answer]:
+        """
+        Queue the physical email of a contact to an agent's own mailbox.
+        """
+        if not isinstance(body, dict):
+            raise ApiError(400, "badRequest", "the request body must be a JSON object")
+        unknown = sorted(set(body) - {"agent"})
+        if unknown:
+            raise ApiError(400, "badRequest", f"unknown field {unknown[0]!r}")
+        agent = field(body, "agent", str)
+        if not isMailbox(agent):
+            raise ApiError(
+                400, "badAddress", f"'agent' is not a mail address: {agent!r}"
+            )
+
+        def send(contact: Contact | None) -> Deferred[Answer]:
+            self._known(contact, contactId)
+            queued = self.deliver(contactId.lower(), agent)
+            queued.addErrback(self._notDelivered)
+            return queued.addCallback(lambda queueId: Answer(202, {"queueId": queueId}))
+
+        return self.store.get(contactId.lower()).addCallback(send)
+
+    def _notDelivered(self, reason: Failure) -> str:
+        reason.trap(DeliverError)
+        raise ApiError(409, "notDeliverable", str(reason.value).rstrip("."))
+
+    def getAccounts(self, body: Any) -> Answer:
+        """
+        Each POP3 account's state: last poll and result, counts, next poll.
+        """
+        return Answer(
+            200,
+            {
+                "accounts": [
+                    {
+                        "name": status.account,
+                        "polling": status.polling,
+                        "lastPoll": rfc3339(status.lastPoll),
+                        "lastResult": status.lastResult,
+                        "messagesTaken": status.messagesTaken,
+                        "messagesTooLarge": status.messagesTooLarge,
+                        "errors": status.errors,
+                        "consecutiveFailures": status.consecutiveFailures,
+                        "nextPoll": rfc3339(status.nextPoll),
+                    }
+                    for status in self.accounts()
+                ]
+            },
+        )

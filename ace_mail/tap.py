@@ -25,12 +25,20 @@ from twisted.web.server import Site
 
 from ace_mail import __version__
 from ace_mail._parameters import PARAMETERS, Parameter
-from ace_mail._services import Closing, Listener, ThreadPoolService, purgeService
+from ace_mail._services import (
+    AfterRecovery,
+    Closing,
+    Listener,
+    ThreadPoolService,
+    purgeService,
+)
+from ace_mail.accounts import AccountPoller
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.apicontacts import ContactEndpoints
 from ace_mail.config import ConfigError, Settings, load
 from ace_mail.dkim import Signer
 from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
+from ace_mail.intake import Intake
 from ace_mail.proxy import (
     CredentialsFileChecker,
     CredentialsFileError,
@@ -174,6 +182,15 @@ def _prepareDataDir(path: str) -> str:
             f"ace-mail: --dataDir: cannot use {path} as the data directory: "
             f"{e.strerror or e}."
         ) from None
+    return path
+
+
+def _incomingDir(dataDir: str) -> str:
+    """
+    The directory where POP3 messages are written while they are fetched.
+    """
+    path = os.path.join(dataDir, "incoming")
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
@@ -396,8 +413,30 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         _proxyService(
             reactor, settings, store, entrances, queue, heloName, pool
         ).setServiceParent(top)
+    intake = Intake(
+        reactor=reactor,
+        store=store,
+        queue=queue,
+        entrances=settings.entrances,
+        rerouteName=rerouteName,
+        incomingDir=_incomingDir(dataDir),
+        answerLimit=settings["autoAnswerLimit"],
+        answerWindow=settings["autoAnswerWindow"],
+        retention=retention,
+    )
+    pollers = AfterRecovery("the intake of POP3 mail", intake.recover)
+    for entrance in settings.entrances:
+        for account in entrance.accounts:
+            AccountPoller(reactor, account, intake).setServiceParent(pollers)
+    pollers.setServiceParent(top)
     contacts = ContactEndpoints(
-        reactor, store, entrances, rerouteName=rerouteName, retentionSeconds=retention
+        reactor,
+        store,
+        entrances,
+        rerouteName=rerouteName,
+        retentionSeconds=retention,
+        deliver=intake.deliver,
+        accounts=lambda: [poller.status() for poller in pollers],
     )
     api = Api(
         reactor,

@@ -9,13 +9,16 @@ import json
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
+from ace_mail.accounts import AccountStatus
 from ace_mail.api import Api
 from ace_mail.apicontacts import ContactEndpoints
+from ace_mail.intake import DeliverError
 from ace_mail.store import Entrance, SQLiteContactStore, isContactId
 from tests.test_api import TOKEN, FakeQueue
 
@@ -38,7 +41,11 @@ class ContactEndpointTests(SynchronousTestCase):
             {"default": Entrance("default", "support@example.com", "Support")},
             rerouteName="ace.example.com",
             retentionSeconds=120 * HOUR,
+            deliver=self.deliver,
+            accounts=lambda: self.statuses,
         )
+        self.delivered: list[tuple[str, str]] = []
+        self.statuses: list[AccountStatus] = []
         api = Api(
             self.clock,
             FakeQueue(),  # type: ignore[arg-type]
@@ -48,6 +55,12 @@ class ContactEndpointTests(SynchronousTestCase):
             moreRoutes=contacts.routes(),
         )
         self.site = Site(api.resource(), reactor=self.clock)
+
+    def deliver(self, contactId: str, agent: str) -> Deferred[str]:
+        if agent == "nobody@agents.example":
+            return fail(DeliverError(f"Contact {contactId} has no stored email."))
+        self.delivered.append((contactId, agent))
+        return succeed("queued1")
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
@@ -137,3 +150,59 @@ class ContactEndpointTests(SynchronousTestCase):
             status, answer = self.request("POST", "/v1/contacts", body)
             self.assertEqual(status, 400, body)
             self.assertIn(name, answer["error"]["message"])
+
+    def test_deliver(self) -> None:
+        """
+        deliver queues the physical email to the agent and answers 202 with
+        its queue id.
+        """
+        contact = self.create()
+        status, body = self.request(
+            "POST",
+            f"/v1/contacts/{contact['id']}/deliver",
+            {"agent": "a@agents.example"},
+        )
+        self.assertEqual((status, body), (202, {"queueId": "queued1"}))
+        self.assertEqual(self.delivered, [(contact["id"], "a@agents.example")])
+
+    def test_deliverRefusals(self) -> None:
+        """
+        A bad agent address is 400, an unknown contact 404, and a contact
+        without a stored email 409 with the reason.
+        """
+        contact = self.create()
+        path = f"/v1/contacts/{contact['id']}/deliver"
+        self.assertEqual(self.request("POST", path, {"agent": "nope"})[0], 400)
+        self.assertEqual(
+            self.request(
+                "POST",
+                "/v1/contacts/" + "a" * 20 + "/deliver",
+                {"agent": "a@b.example"},
+            )[0],
+            404,
+        )
+        status, body = self.request("POST", path, {"agent": "nobody@agents.example"})
+        self.assertEqual(status, 409)
+        self.assertIn("no stored email", body["error"]["message"])
+        self.assertEqual(self.delivered, [])
+
+    def test_accounts(self) -> None:
+        """
+        The accounts endpoint shows each POP3 account's status.
+        """
+        self.statuses = [
+            AccountStatus(
+                account="acme-pop",
+                lastPoll=1_800_000_000.0,
+                lastResult="ok",
+                messagesTaken=7,
+                errors=1,
+            )
+        ]
+        status, body = self.request("GET", "/v1/accounts")
+        self.assertEqual(status, 200)
+        [account] = body["accounts"]
+        self.assertEqual(account["name"], "acme-pop")
+        self.assertEqual(account["lastPoll"], "2027-01-15T08:00:00Z")
+        self.assertEqual((account["messagesTaken"], account["errors"]), (7, 1))
+        self.assertEqual(account["lastResult"], "ok")

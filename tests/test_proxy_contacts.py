@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from ace_mail.store import IIntakeStore
 
 from .proxyfakes import (
     ENDED_ID,
@@ -71,6 +75,29 @@ class ContactTests(SynchronousTestCase):
         client.message()
         routes = sorted(envelope.route for envelope, _ in factory.queue.messages)
         self.assertEqual(routes, ["entrance/default", "proxy"])
+
+    def test_messageIdKeptForThreading(self) -> None:
+        """
+        With a store that keeps sent Message-IDs, the Message-ID of each
+        customer's copy is kept with its contact before the copy is queued,
+        so that the customer's answer joins the contact.
+        """
+        kept: list[tuple[str, str]] = []
+
+        @implementer(IIntakeStore)
+        class ThreadingStore(FakeStore):
+            def recordMessageId(self, contactId: str, messageId: str) -> Deferred[None]:
+                kept.append((contactId, messageId))
+                return succeed(None)
+
+        factory = makeFactory(store=ThreadingStore(contact(OPEN_ID)))
+        client = Client(factory)
+        client.transaction(f"{OPEN_ID}@{HOST}")
+        client.message()
+        [(_, message)] = factory.queue.messages
+        [(contactId, messageId)] = kept
+        self.assertEqual(contactId, OPEN_ID)
+        self.assertIn(f"Message-ID: {messageId}\r\n".encode(), message)
 
     def test_envelopeSenderHidden(self) -> None:
         """

@@ -17,8 +17,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..address import isMailbox
+from ..envelope import Envelope
 from ..rewrite import RewriteError
-from ..store import Contact, Entrance
+from ..store import Contact, Entrance, IIntakeStore
 from . import _replies as replies
 from ._data import MessageReader
 from ._policy import (
@@ -41,6 +42,9 @@ COMMAND_LINE_LIMIT = 512
 AUTH_LINE_LIMIT = 12288
 MAX_AUTH_FAILURES = 3
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MESSAGE_ID = re.compile(
+    rb"^Message-ID: (<[^>\r\n]+>)\r$", re.MULTILINE | re.IGNORECASE
+)
 
 
 class ProxyProtocol(Session):
@@ -294,8 +298,40 @@ class ProxyProtocol(Session):
             )
             self.refuse(replies.NOT_QUEUED, queueIds=storedIds)
 
-        queued = Deferred.fromCoroutine(enqueueAll(self.factory.queue, copies))
+        threads = [
+            (contactId, copy)
+            for contactId, (_, copy) in zip(transaction.contacts, copies, strict=False)
+        ]
+        queued = Deferred.fromCoroutine(self._rememberThenQueue(threads, copies))
         self.wait(queued, stored, failed)
+
+    async def _rememberThenQueue(
+        self, threads: list[tuple[str, bytes]], copies: list[tuple[Envelope, bytes]]
+    ) -> list[str]:
+        """
+        Keep the Message-ID of each customer's copy with its contact, so that
+        the customer's answer to it joins the contact, then queue every copy.
+        A Message-ID that cannot be kept only weakens that threading, so it
+        is logged and the reply still goes.
+        """
+        store = self.factory.store
+        if IIntakeStore.providedBy(store):
+            for contactId, copy in threads:
+                found = _MESSAGE_ID.search(copy)
+                if found is None:
+                    continue
+                messageId = found.group(1).decode("ascii", "replace")
+                try:
+                    await store.recordMessageId(contactId, messageId)
+                except Exception:
+                    _log.failure(
+                        "{peer} cannot keep Message-ID {messageId} of contact "
+                        "{contactId}",
+                        peer=self.peer,
+                        messageId=messageId,
+                        contactId=contactId,
+                    )
+        return await enqueueAll(self.factory.queue, copies)
 
     def do_RSET(self, argument: str) -> None:
         self._transaction = None
