@@ -336,8 +336,15 @@ class _Root(Resource):
         raise ApiError(404, "notFound", f"no such endpoint: {path}")
 
     def readBody(self, request: Request) -> Any:
+        """
+        @return: What the handler works on: the JSON body of a POST, or the
+            query parameters of a GET as a C{dict} of text.
+        """
         if request.method != b"POST":
-            return None
+            return {
+                name.decode("utf-8", "replace"): values[-1].decode("utf-8", "replace")
+                for name, values in (request.args or {}).items()
+            }
         content = request.content
         if content is None:
             return None

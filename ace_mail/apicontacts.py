@@ -5,7 +5,9 @@ The API's contact endpoints: ACE makes contacts, looks them up and ends them.
 
 from __future__ import annotations
 
+import base64
 import re
+from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
@@ -15,11 +17,39 @@ from ace_mail.accounts import AccountStatus
 from ace_mail.address import isMailbox, parseMailbox
 from ace_mail.api import Answer, ApiError, field, rfc3339
 from ace_mail.intake import DeliverError
-from ace_mail.store import Contact, Entrance, IContactStore
+from ace_mail.store import Contact, ContactQuery, Entrance, IContactStore
 
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _CONTACT_ID = r"([A-Za-z2-7]{16,64})"
 _FIELDS = {"customer", "entrance", "subject", "messageId", "externalId"}
+
+
+def _parseTime(text: str, name: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(
+            400, "badRequest", f"{name!r} must be an RFC 3339 time"
+        ) from None
+    if moment.tzinfo is None:
+        raise ApiError(400, "badRequest", f"{name!r} needs a time zone, such as Z")
+    return moment.timestamp()
+
+
+def _writeCursor(created: float, contactId: str) -> str:
+    raw = f"{created!r}:{contactId}".encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _readCursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, contactId = raw.decode("ascii").split(":", 1)
+        return float(created), contactId
+    except ValueError:
+        raise ApiError(
+            400, "badRequest", "'cursor' is not one that this API gave out"
+        ) from None
 
 
 class ContactEndpoints:
@@ -55,6 +85,7 @@ class ContactEndpoints:
         """
         return [
             (b"POST", re.compile(r"^/v1/contacts$"), self.postContact),
+            (b"GET", re.compile(r"^/v1/contacts$"), self.listContacts),
             (b"GET", re.compile(rf"^/v1/contacts/{_CONTACT_ID}$"), self.getContact),
             (
                 b"POST",
@@ -170,6 +201,45 @@ class ContactEndpoints:
             )
 
         return self.store.get(contactId.lower()).addCallback(end)
+
+    def listContacts(self, query: dict[str, str]) -> Deferred[Answer]:
+        """
+        List contacts oldest first, a page at a time; C{cursor} continues
+        where the previous page ended.
+        """
+        unknown = sorted(set(query) - {"state", "entrance", "since", "limit", "cursor"})
+        if unknown:
+            raise ApiError(400, "badRequest", f"unknown parameter {unknown[0]!r}")
+        state = query.get("state") or None
+        if state not in (None, "open", "ended"):
+            raise ApiError(400, "badRequest", "'state' must be open or ended")
+        limit = query.get("limit", "100")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            raise ApiError(400, "badRequest", "'limit' must be a number from 1 to 1000")
+        since = None
+        if query.get("since"):
+            since = _parseTime(query["since"], "since")
+        after = _readCursor(query["cursor"]) if query.get("cursor") else None
+        listed = self.store.listContacts(
+            ContactQuery(
+                endedSince=self.reactor.seconds() - self.retentionSeconds,
+                state=state,
+                entrance=query.get("entrance") or None,
+                createdSince=since,
+                after=after,
+                limit=int(limit),
+            )
+        )
+
+        def page(contacts: list[Contact]) -> Answer:
+            cursor = None
+            if len(contacts) == int(limit):
+                last = contacts[-1]
+                cursor = _writeCursor(last.created, last.id)
+            shown = [self.show(contact) for contact in contacts]
+            return Answer(200, {"contacts": shown, "cursor": cursor})
+
+        return listed.addCallback(page)
 
     def deliverContact(self, body: Any, contactId: str) -> Deferred[Answer]:
         """

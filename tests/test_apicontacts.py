@@ -206,3 +206,41 @@ class ContactEndpointTests(SynchronousTestCase):
         self.assertEqual(account["lastPoll"], "2027-01-15T08:00:00Z")
         self.assertEqual((account["messagesTaken"], account["errors"]), (7, 1))
         self.assertEqual(account["lastResult"], "ok")
+
+    def test_list(self) -> None:
+        """
+        Contacts are listed oldest first, filtered by state, with a cursor
+        that continues the list.
+        """
+        made = []
+        for number in range(3):
+            made.append(self.create(subject=f"s{number}")["id"])
+            self.clock.advance(1)
+        self.request("POST", f"/v1/contacts/{made[0]}/end")
+        status, page = self.request("GET", "/v1/contacts?limit=2")
+        self.assertEqual(status, 200)
+        self.assertEqual([c["id"] for c in page["contacts"]], made[:2])
+        status, rest = self.request(
+            "GET", f"/v1/contacts?limit=2&cursor={page['cursor']}"
+        )
+        self.assertEqual([c["id"] for c in rest["contacts"]], made[2:])
+        self.assertIsNone(rest["cursor"])
+        status, opened = self.request("GET", "/v1/contacts?state=open")
+        self.assertEqual([c["id"] for c in opened["contacts"]], made[1:])
+        status, since = self.request("GET", "/v1/contacts?since=2027-01-15T08:00:02Z")
+        self.assertEqual([c["id"] for c in since["contacts"]], made[2:])
+
+    def test_listRefusals(self) -> None:
+        """
+        Bad parameters get 400 naming the parameter.
+        """
+        for query, name in (
+            ("state=closed", "'state'"),
+            ("limit=0", "'limit'"),
+            ("since=yesterday", "'since'"),
+            ("cursor=!!", "'cursor'"),
+            ("colour=red", "'colour'"),
+        ):
+            status, body = self.request("GET", f"/v1/contacts?{query}")
+            self.assertEqual(status, 400, query)
+            self.assertIn(name, body["error"]["message"])

@@ -10,6 +10,7 @@ import os
 import sqlite3
 from email.header import decode_header, make_header
 from email.parser import BytesParser
+from typing import Any
 
 from attrs import evolve
 from twisted.internet.task import Clock
@@ -19,6 +20,7 @@ from zope.interface.verify import verifyObject
 from ace_mail.store import (
     CONTACT_ID_LENGTH,
     Contact,
+    ContactQuery,
     ContactStoreError,
     Entrance,
     IContactStore,
@@ -513,3 +515,56 @@ class MigrationTests(SynchronousTestCase):
             SQLiteContactStore.open(path)
         self.assertIn(path, str(caught.exception))
         self.assertIn("data directory exists and is writable", str(caught.exception))
+
+
+class ListContactsTests(SynchronousTestCase):
+    """
+    L{SQLiteContactStore.listContacts}: filtered pages, oldest first.
+    """
+
+    def setUp(self) -> None:
+        self.store = SQLiteContactStore.open(self.mktemp())
+        self.addCleanup(self.store.close)
+        self.ids = []
+        for number in range(5):
+            made = self.store.create(
+                entrance="sales" if number % 2 else "default",
+                customerAddress=f"c{number}@example.net",
+                customerName="",
+                subject="",
+                messageId=None,
+                references=(),
+                externalId=None,
+                now=1000.0 + number,
+            )
+            self.ids.append(self.successResultOf(made).id)
+        self.successResultOf(self.store.end(self.ids[0], 2000.0))
+        self.successResultOf(self.store.end(self.ids[1], 3000.0))
+
+    def listed(self, **query: Any) -> list[str]:
+        contacts = self.successResultOf(
+            self.store.listContacts(ContactQuery(**{"endedSince": 0.0, **query}))
+        )
+        return [contact.id for contact in contacts]
+
+    def test_filters(self) -> None:
+        """
+        State, entrance, creation time and expiry each narrow the list.
+        """
+        self.assertEqual(self.listed(), self.ids)
+        self.assertEqual(self.listed(state="open"), self.ids[2:])
+        self.assertEqual(self.listed(state="ended"), self.ids[:2])
+        self.assertEqual(self.listed(entrance="sales"), [self.ids[1], self.ids[3]])
+        self.assertEqual(self.listed(createdSince=1003.0), self.ids[3:])
+        self.assertEqual(self.listed(endedSince=2500.0), self.ids[1:])
+
+    def test_pages(self) -> None:
+        """
+        Pages continue after the last contact of the previous one, with no
+        contact twice and none left out.
+        """
+        first = self.listed(limit=2)
+        self.assertEqual(first, self.ids[:2])
+        second = self.listed(limit=2, after=(1001.0, self.ids[1]))
+        self.assertEqual(second, self.ids[2:4])
+        self.assertEqual(self.listed(limit=2, after=(1004.0, self.ids[4])), [])

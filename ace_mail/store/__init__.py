@@ -7,6 +7,7 @@ that customers see as the sender of every reply.
 from ace_mail.store._contact import (
     CONTACT_ID_LENGTH,
     Contact,
+    ContactQuery,
     Entrance,
     isContactId,
     newContactId,
@@ -48,6 +49,7 @@ __all__ = [
     "Taken",
     "CONTACT_ID_LENGTH",
     "Contact",
+    "ContactQuery",
     "ContactStoreError",
     "Entrance",
     "IContactStore",

@@ -125,3 +125,25 @@ class Contact:
             written like L{Entrance.formatted}.
         """
         return _formatMailbox(self.customerName, self.customerAddress)
+
+
+@frozen
+class ContactQuery:
+    """
+    Which contacts to list, oldest first, one page at a time.
+
+    @ivar endedSince: Contacts ended before this POSIX time are expired and
+        never listed.
+    @ivar state: C{"open"}, C{"ended"} or L{None} for both.
+    @ivar entrance: Only this entrance's contacts, or L{None} for all.
+    @ivar createdSince: Only contacts created at or after this time.
+    @ivar after: The (created, id) of the last contact of the previous page.
+    @ivar limit: The most contacts in the page.
+    """
+
+    endedSince: float
+    state: str | None = None
+    entrance: str | None = None
+    createdSince: float | None = None
+    after: tuple[float, str] | None = None
+    limit: int = 100

@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from ace_mail.store._contact import Contact
+from ace_mail.store._contact import Contact, ContactQuery
 from ace_mail.store._intake import Arrival, Dispatch, Plan, Taken
 
 
@@ -64,6 +64,14 @@ class IContactStore(Interface):
         @param now: The end time, in POSIX seconds.
         @return: A L{Deferred} that fires with the contact as it now is, or
             with L{None} if there is none with that id.
+        """
+
+    def listContacts(query: ContactQuery) -> Deferred[list[Contact]]:
+        """
+        List contacts oldest first, in pages.
+
+        @return: A L{Deferred} that fires with at most C{query.limit}
+            contacts that match C{query}.
         """
 
     def purge(endedBefore: float) -> Deferred[int]:

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ace_mail.store import _sqliteintake as intake
-from ace_mail.store._contact import Contact, newContactId
+from ace_mail.store._contact import Contact, ContactQuery, newContactId
 from ace_mail.store._intake import Arrival, Dispatch, Plan, Taken
 from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
 
@@ -47,6 +47,7 @@ MIGRATIONS: Sequence[Migration] = (
         "CREATE INDEX contactEnded ON contact (ended) WHERE ended IS NOT NULL",
     ),
     intake.MIGRATION,
+    ("CREATE INDEX contactCreated ON contact (created, id)",),
 )
 """
 Every migration in order: the one at index I{n} takes the schema from version
@@ -322,6 +323,32 @@ class SQLiteContactStore:
 
     def originalOf(self, contactId: str) -> Deferred[str | None]:
         return execute(intake.originalOf, self._connection, contactId)
+
+    def listContacts(self, query: ContactQuery) -> Deferred[list[Contact]]:
+        return execute(self._list, query)
+
+    def _list(self, query: ContactQuery) -> list[Contact]:
+        conditions = ["(ended IS NULL OR ended >= ?)"]
+        arguments: list[Any] = [query.endedSince]
+        if query.state == "open":
+            conditions.append("ended IS NULL")
+        elif query.state == "ended":
+            conditions.append("ended IS NOT NULL")
+        if query.entrance is not None:
+            conditions.append("entrance = ?")
+            arguments.append(query.entrance)
+        if query.createdSince is not None:
+            conditions.append("created >= ?")
+            arguments.append(query.createdSince)
+        if query.after is not None:
+            conditions.append("(created, id) > (?, ?)")
+            arguments.extend(query.after)
+        statement = (
+            f"SELECT {COLUMNS} FROM contact WHERE {' AND '.join(conditions)}"
+            " ORDER BY created, id LIMIT ?"
+        )
+        rows = self._connection.execute(statement, (*arguments, query.limit))
+        return [_contactFromRow(row) for row in rows]
 
     def close(self) -> None:
         self._connection.close()
