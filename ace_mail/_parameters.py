@@ -377,6 +377,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         "The most recipients of one message at the proxy.",
     ),
     Parameter(
+        "smtpProxyMaxLineLength",
+        count,
+        "a length in bytes of at least 1",
+        1000,
+        "The longest line of a message at the proxy, with its CRLF (RFC 5321 "
+        "says 1000); a longer line refuses the message at the end of DATA.",
+    ),
+    Parameter(
         "smtpProxyMaxConnections",
         count,
         "a whole number of at least 1",

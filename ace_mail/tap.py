@@ -250,6 +250,7 @@ def _proxyService(
         trustedNetworks=settings["smtpProxyTrustedNetworks"],
         maxMessageSize=settings["messageSizeLimit"],
         maxRecipients=settings["smtpProxyMaxRecipients"],
+        maxLineLength=settings["smtpProxyMaxLineLength"],
         idleTimeout=settings["smtpProxyIdleTimeout"],
         dataTimeout=settings["smtpProxyDataTimeout"],
         maxConnections=settings["smtpProxyMaxConnections"],
