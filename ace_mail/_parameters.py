@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from attrs import frozen
 
@@ -146,6 +147,20 @@ def path(value: Any) -> str:
     return value.strip()
 
 
+def url(value: Any) -> str:
+    """
+    An http:// or https:// URL with a host.
+    """
+    if not isinstance(value, str):
+        raise ValueError(value)
+    parsed = urlsplit(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(value)
+    if any(c.isspace() for c in value.strip()):
+        raise ValueError(value)
+    return value.strip()
+
+
 def text(value: Any) -> str:
     """
     Any non-empty text on one line.
@@ -200,6 +215,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         "a Twisted endpoint string such as tcp:8025:interface=127.0.0.1",
         "tcp:8025:interface=127.0.0.1",
         "Where the HTTP API for ACE listens (a Twisted endpoint string).",
+    ),
+    Parameter(
+        "webhookUrl",
+        url,
+        "an http:// or https:// URL",
+        None,
+        "Where ace-mail POSTs a JSON notification of each new contact and each "
+        "bounce, one at a time and in order, until the receiver answers 2xx.",
     ),
     Parameter(
         "heloName",

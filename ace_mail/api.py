@@ -23,7 +23,9 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ace_mail.address import isMailbox
 from ace_mail.envelope import Envelope
+from ace_mail.openapi import document
 from ace_mail.queue import Queue, QueueEntry
+from ace_mail.rawanswer import RawAnswer
 
 _log = Logger()
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
@@ -113,6 +115,13 @@ def _writeJson(request: Request, status: int, body: Any) -> None:
     request.finish()
 
 
+def _writeAnswer(answer: Answer | RawAnswer, request: Request) -> None:
+    if isinstance(answer, RawAnswer):
+        answer.writeTo(request)
+    else:
+        _writeJson(request, answer.status, answer.body)
+
+
 def rfc3339(seconds: float | None) -> str | None:
     """
     @return: The POSIX time C{seconds} as RFC 3339 text in UTC, or L{None}.
@@ -189,6 +198,17 @@ class Api:
             (b"POST", re.compile(r"^/v1/outgoing$"), self.postOutgoing),
             (b"GET", re.compile(r"^/v1/queue$"), self.getQueue),
             (b"GET", re.compile(r"^/v1/queue/([a-z2-7]{1,64})$"), self.getQueueEntry),
+            (
+                b"DELETE",
+                re.compile(r"^/v1/queue/([a-z2-7]{1,64})$"),
+                self.deleteQueueEntry,
+            ),
+            (
+                b"POST",
+                re.compile(r"^/v1/queue/([a-z2-7]{1,64})/retry$"),
+                self.retryQueueEntry,
+            ),
+            (b"GET", re.compile(r"^/v1/openapi\.json$"), self.getOpenApi),
             *moreRoutes,
         ]
 
@@ -246,7 +266,12 @@ class Api:
         Check a submitted message and complete it the way a submission
         server does: CRLF line ends, and a Date and a Message-ID when absent.
         """
-        message = _LINE_ENDS.sub(b"\r\n", text.encode("utf-8"))
+        try:
+            message = _LINE_ENDS.sub(b"\r\n", text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "badMessage", "'message' holds a lone surrogate, not text"
+            ) from None
         if len(message) > self.messageSizeLimit:
             raise ApiError(
                 400,
@@ -283,12 +308,35 @@ class Api:
             added += b"Message-ID: " + identifier + b"\r\n"
         return added + message
 
+    def getOpenApi(self, query: dict[str, str]) -> Answer:
+        """
+        The OpenAPI document that describes this API.
+        """
+        return Answer(200, document())
+
     def getQueue(self, body: Any) -> Answer:
         """
         List the whole queue, oldest first.
         """
         entries = sorted(self.queue.list(), key=lambda e: (e.created, e.queueId))
         return Answer(200, {"queue": [entryJson(e) for e in entries]})
+
+    def retryQueueEntry(self, body: Any, queueId: str) -> Answer:
+        """
+        Make one message due now, as C{postqueue -i} does.
+        """
+        if not self.queue.retry(queueId):
+            raise ApiError(404, "notFound", f"no message {queueId} in the queue")
+        _log.info("{queueId}: retry asked for over the API", queueId=queueId)
+        return Answer(202, {"queueId": queueId})
+
+    def deleteQueueEntry(self, body: Any, queueId: str) -> Answer:
+        """
+        Drop one message without a bounce, as C{postsuper -d} does.
+        """
+        if not self.queue.delete(queueId, "over the API"):
+            raise ApiError(404, "notFound", f"no message {queueId} in the queue")
+        return Answer(200, {"queueId": queueId, "deleted": True})
 
     def getQueueEntry(self, body: Any, queueId: str) -> Answer:
         """
@@ -313,7 +361,7 @@ class _Root(Resource):
 
     def render(self, request: Request) -> Any:
         d = maybeDeferred(self.dispatch, request)
-        d.addCallback(lambda answer: _writeJson(request, answer.status, answer.body))
+        d.addCallback(_writeAnswer, request)
         d.addErrback(self.failed, request)
         return NOT_DONE_YET
 
@@ -354,7 +402,7 @@ class _Root(Resource):
             return None
         try:
             return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise ApiError(
                 400, "badJson", f"the request body is not valid JSON: {e}"
             ) from None

@@ -1,55 +1,44 @@
-# -*- test-case-name: tests.test_apicontacts -*-
+# -*- test-case-name: tests.test_apicontacts,tests.test_apireply -*-
 """
-The API's contact endpoints: ACE makes contacts, looks them up and ends them.
+The API's contact endpoints: ACE makes contacts, looks them up and ends
+them, has them delivered to agents, sends agents' typed replies, and reads
+the customers' stored emails.
 """
 
 from __future__ import annotations
 
-import base64
+import os
 import re
-from datetime import datetime
+import secrets
 from typing import Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ace_mail.accounts import AccountStatus
 from ace_mail.address import isMailbox, parseMailbox
 from ace_mail.api import Answer, ApiError, field, rfc3339
+from ace_mail.apifields import (
+    checkText,
+    noParameters,
+    objectBody,
+    optionalText,
+    parseTime,
+    readCursor,
+    readReply,
+    writeCursor,
+)
+from ace_mail.envelope import Envelope
 from ace_mail.intake import DeliverError
-from ace_mail.store import Contact, ContactQuery, Entrance, IContactStore
+from ace_mail.rawanswer import RawAnswer
+from ace_mail.replymail import TypedReply, buildReply, replyEnvelope
+from ace_mail.store import Contact, ContactQuery, Entrance, IIntakeStore
 
+_log = Logger()
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _CONTACT_ID = r"([A-Za-z2-7]{16,64})"
 _FIELDS = {"customer", "entrance", "subject", "messageId", "externalId"}
-
-
-def _parseTime(text: str, name: str) -> float:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError(
-            400, "badRequest", f"{name!r} must be an RFC 3339 time"
-        ) from None
-    if moment.tzinfo is None:
-        raise ApiError(400, "badRequest", f"{name!r} needs a time zone, such as Z")
-    return moment.timestamp()
-
-
-def _writeCursor(created: float, contactId: str) -> str:
-    raw = f"{created!r}:{contactId}".encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _readCursor(cursor: str) -> tuple[float, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, contactId = raw.decode("ascii").split(":", 1)
-        return float(created), contactId
-    except ValueError:
-        raise ApiError(
-            400, "badRequest", "'cursor' is not one that this API gave out"
-        ) from None
 
 
 class ContactEndpoints:
@@ -63,19 +52,38 @@ class ContactEndpoints:
     def __init__(
         self,
         reactor: Any,
-        store: IContactStore,
+        store: IIntakeStore,
         entrances: Mapping[str, Entrance],
         *,
+        entranceRoutes: Mapping[str, str],
         rerouteName: str,
         retentionSeconds: float,
+        messageSizeLimit: int,
+        enqueue: Callable[[Envelope, bytes], Deferred[str]],
         deliver: Callable[[str, str], Deferred[str]],
         accounts: Callable[[], Sequence[AccountStatus]],
     ) -> None:
+        """
+        @param store: The contacts, with their stored originals.
+        @param entrances: Each entrance by name, the sender of typed replies.
+        @param entranceRoutes: The queue route of each entrance's mail, by
+            entrance name (see L{EntranceConfig.routeName
+            <ace_mail._entrances.EntranceConfig.routeName>}).
+        @param rerouteName: The host name of contact addresses.
+        @param messageSizeLimit: The largest typed reply, in bytes.
+        @param enqueue: Accepts a message for the queue, firing with its
+            queue id once it is on disk.
+        @param deliver: Queues a contact's physical email to an agent.
+        @param accounts: The status of each POP3 account.
+        """
         self.reactor = reactor
         self.store = store
         self.entrances = entrances
+        self.entranceRoutes = entranceRoutes
         self.rerouteName = rerouteName
         self.retentionSeconds = retentionSeconds
+        self.messageSizeLimit = messageSizeLimit
+        self.enqueue = enqueue
         self.deliver = deliver
         self.accounts = accounts
 
@@ -83,20 +91,15 @@ class ContactEndpoints:
         """
         @return: The method, path pattern and handler of each endpoint.
         """
+        one = rf"^/v1/contacts/{_CONTACT_ID}"
         return [
             (b"POST", re.compile(r"^/v1/contacts$"), self.postContact),
             (b"GET", re.compile(r"^/v1/contacts$"), self.listContacts),
-            (b"GET", re.compile(rf"^/v1/contacts/{_CONTACT_ID}$"), self.getContact),
-            (
-                b"POST",
-                re.compile(rf"^/v1/contacts/{_CONTACT_ID}/end$"),
-                self.endContact,
-            ),
-            (
-                b"POST",
-                re.compile(rf"^/v1/contacts/{_CONTACT_ID}/deliver$"),
-                self.deliverContact,
-            ),
+            (b"GET", re.compile(rf"{one}$"), self.getContact),
+            (b"POST", re.compile(rf"{one}/end$"), self.endContact),
+            (b"POST", re.compile(rf"{one}/deliver$"), self.deliverContact),
+            (b"POST", re.compile(rf"{one}/reply$"), self.replyContact),
+            (b"GET", re.compile(rf"{one}/message$"), self.getMessage),
             (b"GET", re.compile(r"^/v1/accounts$"), self.getAccounts),
         ]
 
@@ -124,11 +127,7 @@ class ContactEndpoints:
         """
         Make a contact, for channels other than POP3 and for tests.
         """
-        if not isinstance(body, dict):
-            raise ApiError(400, "badRequest", "the request body must be a JSON object")
-        unknown = sorted(set(body) - _FIELDS)
-        if unknown:
-            raise ApiError(400, "badRequest", f"unknown field {unknown[0]!r}")
+        body = objectBody(body, _FIELDS)
         customer = field(body, "customer", str)
         mailbox = parseMailbox(customer) if len(customer) <= 998 else None
         if mailbox is None:
@@ -136,33 +135,31 @@ class ContactEndpoints:
                 400,
                 "badAddress",
                 f"'customer' is not an address such as "
-                f"'Name <name@example.com>': {customer!r}",
+                f"'Name <name@example.com>': {customer[:200]!r}",
             )
         name, address = mailbox
         entrance = field(body, "entrance", str, required=False) or "default"
         if entrance not in self.entrances:
             raise ApiError(
-                400, "badRequest", f"'entrance' names no entrance: {entrance!r}"
+                400, "badRequest", f"'entrance' names no entrance: {entrance[:200]!r}"
             )
-        subject = field(body, "subject", str, required=False) or ""
-        if len(subject) > 998 or "\n" in subject or "\r" in subject:
+        subject = optionalText(body, "subject", 998, oneLine=True) or ""
+        messageId = field(body, "messageId", str, required=False)
+        if messageId is not None and not (
+            len(messageId) <= 998 and _MESSAGE_ID.match(messageId)
+        ):
             raise ApiError(
                 400,
                 "badRequest",
-                "'subject' must be one line of at most 998 characters",
+                "'messageId' must look like <id@host>, in at most 998 characters",
             )
-        messageId = field(body, "messageId", str, required=False)
-        if messageId is not None and not _MESSAGE_ID.match(messageId):
-            raise ApiError(400, "badRequest", "'messageId' must look like <id@host>")
-        externalId = field(body, "externalId", str, required=False)
-        if externalId is not None and not 0 < len(externalId) <= 200:
-            raise ApiError(
-                400, "badRequest", "'externalId' must be 1 to 200 characters"
-            )
+        externalId = optionalText(body, "externalId", 200, oneLine=True)
+        if externalId == "":
+            raise ApiError(400, "badRequest", "'externalId' must not be empty")
         made = self.store.create(
             entrance=entrance,
             customerAddress=address,
-            customerName=name,
+            customerName=checkText(name, "customer", 998),
             subject=subject,
             messageId=messageId,
             references=(),
@@ -183,6 +180,7 @@ class ContactEndpoints:
         """
         Show one contact; an expired one is gone.
         """
+        noParameters(body)
         found = self.store.get(contactId.lower())
         return found.addCallback(
             lambda contact: Answer(200, self.show(self._known(contact, contactId)))
@@ -192,6 +190,7 @@ class ContactEndpoints:
         """
         End a contact in ACE Agent; replies are taken until it expires.
         """
+        objectBody(body, set(), required=False)
 
         def end(contact: Contact | None) -> Deferred[Answer]:
             self._known(contact, contactId)
@@ -218,8 +217,8 @@ class ContactEndpoints:
             raise ApiError(400, "badRequest", "'limit' must be a number from 1 to 1000")
         since = None
         if query.get("since"):
-            since = _parseTime(query["since"], "since")
-        after = _readCursor(query["cursor"]) if query.get("cursor") else None
+            since = parseTime(query["since"], "since")
+        after = readCursor(query["cursor"]) if query.get("cursor") else None
         listed = self.store.listContacts(
             ContactQuery(
                 endedSince=self.reactor.seconds() - self.retentionSeconds,
@@ -235,7 +234,7 @@ class ContactEndpoints:
             cursor = None
             if len(contacts) == int(limit):
                 last = contacts[-1]
-                cursor = _writeCursor(last.created, last.id)
+                cursor = writeCursor(last.created, last.id)
             shown = [self.show(contact) for contact in contacts]
             return Answer(200, {"contacts": shown, "cursor": cursor})
 
@@ -245,15 +244,10 @@ class ContactEndpoints:
         """
         Queue the physical email of a contact to an agent's own mailbox.
         """
-        if not isinstance(body, dict):
-            raise ApiError(400, "badRequest", "the request body must be a JSON object")
-        unknown = sorted(set(body) - {"agent"})
-        if unknown:
-            raise ApiError(400, "badRequest", f"unknown field {unknown[0]!r}")
-        agent = field(body, "agent", str)
+        agent = field(objectBody(body, {"agent"}), "agent", str)
         if not isMailbox(agent):
             raise ApiError(
-                400, "badAddress", f"'agent' is not a mail address: {agent!r}"
+                400, "badAddress", f"'agent' is not a mail address: {agent[:200]!r}"
             )
 
         def send(contact: Contact | None) -> Deferred[Answer]:
@@ -268,10 +262,86 @@ class ContactEndpoints:
         reason.trap(DeliverError)
         raise ApiError(409, "notDeliverable", str(reason.value).rstrip("."))
 
+    def replyContact(self, body: Any, contactId: str) -> Deferred[Answer]:
+        """
+        Send an agent's typed reply to the customer, from the contact's
+        entrance and on its route.
+        """
+        reply = readReply(body, self.messageSizeLimit)
+        return Deferred.fromCoroutine(self._reply(reply, contactId))
+
+    async def _reply(self, reply: TypedReply, contactId: str) -> Answer:
+        contact = self._known(await self.store.get(contactId.lower()), contactId)
+        entrance = self.entrances.get(contact.entrance)
+        if entrance is None:
+            raise ApiError(
+                409,
+                "notDeliverable",
+                f"the entrance {contact.entrance!r} of contact {contact.id} "
+                "is no longer configured",
+            )
+        domain = entrance.address.rpartition("@")[2]
+        messageId = f"<{secrets.token_hex(16)}@{domain}>"
+        message = buildReply(
+            entrance, contact, reply, messageId=messageId, date=self.reactor.seconds()
+        )
+        if len(message) > self.messageSizeLimit:
+            raise ApiError(
+                400,
+                "tooLarge",
+                f"the reply would be {len(message)} bytes, larger than the "
+                f"limit of {self.messageSizeLimit} bytes",
+            )
+        route = self.entranceRoutes.get(entrance.name, "outgoing")
+        await self.store.recordMessageId(contact.id, messageId)
+        queueId = await self.enqueue(replyEnvelope(entrance, contact, route), message)
+        _log.info(
+            "Contact {contactId}: typed reply queued as {queueId} for "
+            "{recipient} on route {route}.",
+            contactId=contact.id,
+            queueId=queueId,
+            recipient=contact.customerAddress,
+            route=route,
+        )
+        return Answer(202, {"queueId": queueId})
+
+    def getMessage(self, query: dict[str, str], contactId: str) -> Deferred[RawAnswer]:
+        """
+        Send the customer's email that opened a contact, as it was taken.
+        """
+        noParameters(query)
+        return Deferred.fromCoroutine(self._message(contactId))
+
+    async def _message(self, contactId: str) -> RawAnswer:
+        self._known(await self.store.get(contactId.lower()), contactId)
+        name = await self.store.originalOf(contactId.lower())
+        missing = ApiError(404, "notFound", f"contact {contactId} has no stored email")
+        if name is None:
+            raise missing
+        path = os.path.join(self.store.originalsDirectory, name)
+        try:
+            return RawAnswer(200, "message/rfc822", open(path, "rb"))
+        except FileNotFoundError:
+            raise missing from None
+        except OSError as e:
+            _log.error(
+                "Contact {contactId}: cannot read its stored email {path}: {error}",
+                contactId=contactId.lower(),
+                path=path,
+                error=e.strerror,
+            )
+            raise ApiError(
+                503,
+                "storageUnavailable",
+                f"the stored email of contact {contactId} cannot be read; "
+                "see the log",
+            ) from None
+
     def getAccounts(self, body: Any) -> Answer:
         """
         Each POP3 account's state: last poll and result, counts, next poll.
         """
+        noParameters(body)
         return Answer(
             200,
             {

@@ -47,6 +47,8 @@ class Settings:
     @ivar dkimKeys: The DKIM keys, one per sending domain.
     @ivar entrances: Every entrance: C{default} from --entranceAddress, then
         the config file's C{[[entrance]]} tables.
+    @ivar webhookSecret: The key that signs webhook notifications, or
+        L{None} to send them unsigned.
     """
 
     values: Mapping[str, Any]
@@ -55,6 +57,7 @@ class Settings:
     outgoingMailSmtpPassword: str | None = None
     dkimKeys: tuple[DkimKey, ...] = ()
     entrances: tuple[EntranceConfig, ...] = ()
+    webhookSecret: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -154,6 +157,10 @@ def _fromFile(reader: FileReader, extras: dict[str, Any]) -> dict[str, Any]:
             extras["dkimKeys"] = _readDkim(reader, value)
         elif key in ("apiToken", "apiTokenFile"):
             extras["apiToken"] = readSecret(reader, None, reader.data, "apiToken")
+        elif key in ("webhookSecret", "webhookSecretFile"):
+            extras["webhookSecret"] = readSecret(
+                reader, None, reader.data, "webhookSecret"
+            )
         elif key in ("outgoingMailSmtpUsername",):
             if not isinstance(value, str) or not value:
                 raise reader.fail(key, "expected a non-empty string.")
@@ -167,7 +174,7 @@ def _fromFile(reader: FileReader, extras: dict[str, Any]) -> dict[str, Any]:
                 key,
                 "unknown key; expected one of the parameters in "
                 "`twistd ace-mail --help`, apiToken, outgoingMailSmtpUsername, "
-                "outgoingMailSmtpPassword, [[entrance]] or [[dkim]].",
+                "outgoingMailSmtpPassword, webhookSecret, [[entrance]] or [[dkim]].",
             )
     if ("outgoingMailSmtpPassword" in extras) != ("outgoingMailSmtpUsername" in extras):
         raise reader.fail(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from typing import Sequence
+from typing import Callable, Sequence
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredLock
@@ -139,6 +139,7 @@ class Intake:
         answerLimit: int,
         answerWindow: float,
         retention: float,
+        onTaken: Callable[[float], None] | None = None,
     ) -> None:
         """
         @param store: The contact store with the intake records.
@@ -148,6 +149,8 @@ class Intake:
         @param answerWindow: ...within this many seconds.
         @param retention: How long, in seconds, an ended contact can still
             be answered; a message tagged for an older one opens a new one.
+        @param onTaken: Told how many seconds each L{take} took, for
+            metrics.
         """
         self._reactor = reactor
         self._store = store
@@ -158,6 +161,7 @@ class Intake:
         self._answerLimit = answerLimit
         self._answerWindow = answerWindow
         self._retention = retention
+        self._onTaken = onTaken
         self._originals: str = store.originalsDirectory
         self._lock = DeferredLock()
         self.incomingDir = incomingDir
@@ -182,7 +186,17 @@ class Intake:
             are committed, so that DELE is safe, and its answer and physical
             email (if any) were handed to the queue.
         """
-        return Deferred.fromCoroutine(self._take(account, uidl, path))
+        started = self._reactor.seconds()
+        taking = Deferred.fromCoroutine(self._take(account, uidl, path))
+        if self._onTaken is not None:
+            onTaken = self._onTaken
+
+            def timed(result: IntakeResult) -> IntakeResult:
+                onTaken(self._reactor.seconds() - started)
+                return result
+
+            taking.addCallback(timed)
+        return taking
 
     async def _take(self, account: AccountConfig, uidl: str, path: str) -> IntakeResult:
         entrance = self._entrances[account.entrance]

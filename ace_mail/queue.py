@@ -13,7 +13,7 @@ import heapq
 import itertools
 import secrets
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from attrs import define, evolve, frozen
 from twisted.application.service import Service
@@ -31,6 +31,38 @@ _log = Logger()
 _HEADER_LIMIT = 256 << 10
 
 Deliver = Callable[[Envelope, MessageSource, str], Deferred[Outcome]]
+
+AttemptObserver = Callable[[str, str, Mapping[str, int], float], None]
+"""
+Told of each delivery attempt's outcome: the route, the server that had the
+last word (or C{""}), how many recipients were C{"delivered"},
+C{"deferred"} and C{"failed"} (for good), and the message's age in seconds.
+"""
+
+
+@frozen
+class Bounced:
+    """
+    A message that bounced: some of its recipients failed for good, and its
+    sender was sent a bounce.
+
+    @ivar queueId: The message's queue id.
+    @ivar envelope: Its envelope at the attempt that failed.
+    @ivar failures: The recipients that failed, with their replies.
+    @ivar bounceId: The queue id of the bounce.
+    @ivar expired: Whether they failed because the message was too long in
+        the queue.
+    """
+
+    queueId: str
+    envelope: Envelope
+    failures: tuple[FailedRecipient, ...]
+    bounceId: str
+    expired: bool
+
+
+def _ignoreBounce(bounced: Bounced) -> Deferred[None]:
+    return succeed(None)
 
 
 @frozen
@@ -102,6 +134,8 @@ class Queue(Service):
         concurrency: int = 20,
         hostname: str,
         signer: Callable[[bytes], bytes] | None = None,
+        onBounce: Callable[[Bounced], Deferred[None]] | None = None,
+        onAttempt: AttemptObserver | None = None,
     ) -> None:
         """
         @param deliver: Delivers one message: called with its envelope, its
@@ -113,6 +147,10 @@ class Queue(Service):
         @param concurrency: The most deliveries under way at once.
         @param hostname: This server's name, in bounces.
         @param signer: Signs a message before it is spooled, if given.
+        @param onBounce: Told of each bounce once it is queued; the message
+            stays in the queue until the L{Deferred} it returns fires.
+        @param onAttempt: Told of the outcome of each delivery attempt, for
+            metrics.
         """
         self._reactor = reactor
         self._spool = spool
@@ -123,6 +161,8 @@ class Queue(Service):
         self._concurrency = concurrency
         self._hostname = hostname
         self._signer = signer
+        self._onBounce = onBounce or _ignoreBounce
+        self._onAttempt = onAttempt
         self._entries: dict[str, _Entry] = {}
         self._due: list[tuple[float, int, str]] = []
         self._tickets = itertools.count()
@@ -395,6 +435,14 @@ class Queue(Service):
                 age=now - entry.created,
             )
             refused, deferred = refused + deferred, []
+        if self._onAttempt is not None:
+            counts = {
+                "delivered": len(delivered),
+                "deferred": len(deferred),
+                "failed": len(refused),
+            }
+            route = entry.envelope.route
+            self._onAttempt(route, outcome.server, counts, now - entry.created)
         failures = [FailedRecipient(r, replies[r], outcome.server) for r in refused]
         bounced = self._bounce(entry, failures, now, expired)
         bounced.addCallback(lambda _: self._keep(entry, deferred, replies, now))
@@ -478,7 +526,7 @@ class Queue(Service):
         )
         envelope = Envelope("", (entry.envelope.sender,), entry.envelope.route)
 
-        def bounced(bounceId: str) -> None:
+        def bounced(bounceId: str) -> Deferred[None]:
             _log.info(
                 "{queueId}: bounced {recipients} to <{sender}> in {bounceId}",
                 queueId=queueId,
@@ -486,5 +534,9 @@ class Queue(Service):
                 sender=entry.envelope.sender,
                 bounceId=bounceId,
             )
+            notice = Bounced(
+                queueId, entry.envelope, tuple(failures), bounceId, expired
+            )
+            return self._onBounce(notice)
 
         return self.enqueue(envelope, bounce).addCallback(bounced)

@@ -13,7 +13,7 @@ import sys
 from functools import partial
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.ssl import PrivateCertificate
@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from ace_mail import __version__
+from ace_mail._apiendpoint import ENDPOINT_FILE, AnnouncedEndpoint
 from ace_mail._parameters import PARAMETERS, Parameter
 from ace_mail._services import (
     AfterRecovery,
@@ -39,6 +40,8 @@ from ace_mail.config import ConfigError, Settings, load
 from ace_mail.dkim import Signer
 from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
 from ace_mail.intake import Intake
+from ace_mail.metrics import Metrics
+from ace_mail.pages import Monitor
 from ace_mail.proxy import (
     CredentialsFileChecker,
     CredentialsFileError,
@@ -54,6 +57,7 @@ from ace_mail.store import (
     IContactStore,
     SQLiteContactStore,
 )
+from ace_mail.webhook import Notifier, bounceRecorder, openOutbox
 
 _log = Logger()
 
@@ -238,7 +242,7 @@ def _proxyService(
     queue: Queue,
     heloName: str,
     pool: ThreadPool,
-) -> Service:
+) -> Listener:
     """
     The SMTP proxy's listener, with TLS and AUTH when they are configured.
     """
@@ -391,6 +395,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         return sender.send(route, envelope, message, queueId)
 
     signer = Signer(settings.dkimKeys) if settings.dkimKeys else None
+    storePath = os.path.join(dataDir, "contacts.sqlite3")
+    store = _openStore(storePath)
+    Closing(store.close).setServiceParent(top)
+    webhookUrl = settings["webhookUrl"]
+    try:
+        outbox = openOutbox(storePath, webhookUrl)
+    except ContactStoreError as e:
+        raise SystemExit(f"ace-mail: {e}") from None
+    Closing(outbox.close).setServiceParent(top)
+    metrics = Metrics(reactor)
     queue = Queue(
         reactor,
         spool,
@@ -401,19 +415,23 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         concurrency=settings["deliveryConcurrency"],
         hostname=heloName,
         signer=signer.sign if signer is not None else None,
+        onBounce=bounceRecorder(reactor, outbox) if webhookUrl else None,
+        onAttempt=metrics.attempted,
     )
     queue.setServiceParent(top)
+    metrics.watchQueue(queue, routes)
 
-    store = _openStore(os.path.join(dataDir, "contacts.sqlite3"))
-    Closing(store.close).setServiceParent(top)
     retention = settings["contactRetentionHours"] * 3600.0
     purgeService(reactor, store, retention).setServiceParent(top)
     entrances = _entrances(settings)
     rerouteName = settings["smtpProxyRerouteName"] or heloName
+    proxy = None
     if settings["enableSmtpProxy"]:
-        _proxyService(
+        proxy = _proxyService(
             reactor, settings, store, entrances, queue, heloName, pool
-        ).setServiceParent(top)
+        )
+        proxy.setServiceParent(top)
+        metrics.watchProxy(proxy.factory)
     intake = Intake(
         reactor=reactor,
         store=store,
@@ -424,36 +442,74 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         answerLimit=settings["autoAnswerLimit"],
         answerWindow=settings["autoAnswerWindow"],
         retention=retention,
+        onTaken=metrics.taken,
     )
     pollers = AfterRecovery("the intake of POP3 mail", intake.recover)
-    for entrance in settings.entrances:
-        for account in entrance.accounts:
-            AccountPoller(reactor, account, intake).setServiceParent(pollers)
+    accountPollers = [
+        AccountPoller(reactor, account, intake)
+        for entrance in settings.entrances
+        for account in entrance.accounts
+    ]
+    for poller in accountPollers:
+        poller.setServiceParent(pollers)
     pollers.setServiceParent(top)
+    metrics.watchAccounts(accountPollers)
     contacts = ContactEndpoints(
         reactor,
         store,
         entrances,
+        entranceRoutes={e.name: e.routeName for e in settings.entrances},
         rerouteName=rerouteName,
         retentionSeconds=retention,
+        messageSizeLimit=settings["messageSizeLimit"],
+        enqueue=queue.enqueue,
         deliver=intake.deliver,
         accounts=lambda: [poller.status() for poller in pollers],
     )
+    if webhookUrl is not None:
+        Notifier(
+            reactor,
+            outbox,
+            webhookUrl,
+            showContact=contacts.show,
+            secret=settings.webhookSecret,
+        ).setServiceParent(top)
+    token = _apiToken(settings, dataDir)
     api = Api(
         reactor,
         queue,
-        _apiToken(settings, dataDir),
+        token,
         heloName=heloName,
         messageSizeLimit=settings["messageSizeLimit"],
         moreRoutes=contacts.routes(),
     )
-    site = Site(api.resource())
+    monitor = Monitor(
+        reactor,
+        metrics,
+        queue=queue,
+        sender=sender,
+        routes=routes,
+        store=store,
+        retention=retention,
+        accounts=lambda: [poller.status() for poller in accountPollers],
+        token=token,
+        tokenPath=os.path.join(dataDir, "api-token"),
+        hostname=heloName,
+    )
+    site = Site(monitor.resource(api.resource()))
+    monitor.addListener("API", site)
+    if proxy is not None:
+        monitor.addListener("SMTP proxy", proxy.factory)
     site.requestFactory = LimitedRequest.withLimit(
         2 * settings["messageSizeLimit"] + 65536
     )
     site.noisy = False
     try:
-        endpoint = serverFromString(reactor, settings["api"])
+        endpoint = AnnouncedEndpoint(
+            serverFromString(reactor, settings["api"]),
+            os.path.join(dataDir, ENDPOINT_FILE),
+            tls=settings["api"].startswith("ssl:"),
+        )
     except (ValueError, OSError) as e:
         raise SystemExit(
             f"ace-mail: --api: cannot use {settings['api']!r}: {e}."

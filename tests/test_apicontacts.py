@@ -5,83 +5,29 @@ a real SQLite contact store.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import os
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Site
+from twisted.python.failure import Failure
 
 from ace_mail.accounts import AccountStatus
-from ace_mail.api import Api
-from ace_mail.apicontacts import ContactEndpoints
-from ace_mail.intake import DeliverError
-from ace_mail.store import Entrance, SQLiteContactStore, isContactId
-from tests.test_api import TOKEN, FakeQueue
+from ace_mail.store import (
+    isContactId,
+)
+from tests.apiharness import (
+    HOUR,
+    LIMIT,
+    ORIGINAL,
+    ContactApiCase,
+    PausingTransport,
+    parseResponse,
+    send,
+)
 
-HOUR = 3600.0
 
-
-class ContactEndpointTests(SynchronousTestCase):
+class ContactEndpointTests(ContactApiCase):
     """
-    C{/v1/contacts}.
+    C{/v1/contacts}: making, reading, listing, ending and delivering.
     """
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
-        self.store = SQLiteContactStore.open(self.mktemp())
-        self.addCleanup(self.store.close)
-        contacts = ContactEndpoints(
-            self.clock,
-            self.store,
-            {"default": Entrance("default", "support@example.com", "Support")},
-            rerouteName="ace.example.com",
-            retentionSeconds=120 * HOUR,
-            deliver=self.deliver,
-            accounts=lambda: self.statuses,
-        )
-        self.delivered: list[tuple[str, str]] = []
-        self.statuses: list[AccountStatus] = []
-        api = Api(
-            self.clock,
-            FakeQueue(),  # type: ignore[arg-type]
-            TOKEN,
-            heloName="ace.example",
-            messageSizeLimit=4096,
-            moreRoutes=contacts.routes(),
-        )
-        self.site = Site(api.resource(), reactor=self.clock)
-
-    def deliver(self, contactId: str, agent: str) -> Deferred[str]:
-        if agent == "nobody@agents.example":
-            return fail(DeliverError(f"Contact {contactId} has no stored email."))
-        self.delivered.append((contactId, agent))
-        return succeed("queued1")
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        payload = b"" if body is None else json.dumps(body).encode()
-        head = (
-            f"{method} {path} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n"
-        )
-        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        protocol.dataReceived(head.encode() + payload)
-        response = transport.value()
-        status = int(response.split(b" ", 2)[1])
-        return status, json.loads(response.partition(b"\r\n\r\n")[2])
-
-    def create(self, **extra: Any) -> dict[str, Any]:
-        status, body = self.request(
-            "POST", "/v1/contacts", {"customer": "Ann Lee <ann@example.net>", **extra}
-        )
-        self.assertEqual(status, 201, body)
-        return body
 
     def test_create(self) -> None:
         """
@@ -135,6 +81,20 @@ class ContactEndpointTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.request("GET", f"/v1/contacts/{contact['id']}")[0], 404)
 
+    def test_endTakesNoFields(self) -> None:
+        """
+        Ending takes no body, or an empty object; any field is refused.
+        """
+        contact = self.create()
+        path = f"/v1/contacts/{contact['id']}/end"
+        status, body = self.request("POST", path, {"colour": "red"})
+        self.assertEqual(status, 400)
+        self.assertIn("'colour'", body["error"]["message"])
+        self.assertEqual(
+            self.request("GET", f"/v1/contacts/{contact['id']}")[1], contact
+        )
+        self.assertEqual(self.request("POST", path, {})[0], 200)
+
     def test_badInput(self) -> None:
         """
         Bad fields are refused with 400 naming the field.
@@ -145,11 +105,108 @@ class ContactEndpointTests(SynchronousTestCase):
             ({"customer": "a@b.example", "messageId": "x"}, "'messageId'"),
             ({"customer": "a@b.example", "subject": "a\r\nBcc: x@y"}, "'subject'"),
             ({"customer": "a@b.example", "colour": "red"}, "'colour'"),
+            ({"customer": 7}, "'customer'"),
             ({}, "'customer'"),
         ):
             status, answer = self.request("POST", "/v1/contacts", body)
             self.assertEqual(status, 400, body)
             self.assertIn(name, answer["error"]["message"])
+
+    def test_fieldsTooLarge(self) -> None:
+        """
+        A field longer than its limit, or one that is not text (a lone
+        surrogate), is refused with 400 naming it.
+        """
+        for extra, name in (
+            ({"subject": "s" * 999}, "'subject'"),
+            ({"subject": "\ud800"}, "'subject'"),
+            ({"externalId": "e" * 201}, "'externalId'"),
+            ({"externalId": ""}, "'externalId'"),
+            ({"messageId": "<" + "m" * 1000 + "@x.example>"}, "'messageId'"),
+            ({"customer": "A" * 1000 + " <a@b.example>"}, "'customer'"),
+            ({"customer": "\udfff <a@b.example>"}, "'customer'"),
+        ):
+            body = {"customer": "a@b.example", **extra}
+            status, answer = self.request("POST", "/v1/contacts", body)
+            self.assertEqual(status, 400, extra)
+            self.assertIn(name, answer["error"]["message"])
+        self.assertEqual(self.request("GET", "/v1/contacts")[1]["contacts"], [])
+
+    def test_malformedBodies(self) -> None:
+        """
+        A body that is not JSON, is nested too deep to read, or is not an
+        object gets 400, on every endpoint that takes one.
+        """
+        contact = self.create()
+        for path in (
+            "/v1/contacts",
+            f"/v1/contacts/{contact['id']}/end",
+            f"/v1/contacts/{contact['id']}/deliver",
+            f"/v1/contacts/{contact['id']}/reply",
+        ):
+            for raw, code in (
+                (b"{nope", "badJson"),
+                (b"\xff\xfe", "badJson"),
+                (b"[" * 50_000, "badJson"),
+                (b"[1, 2]", "badRequest"),
+                (b'"text"', "badRequest"),
+            ):
+                response = send(self.site, "POST", path, raw=raw)
+                self.assertEqual(response.status, 400, (path, raw[:10]))
+                self.assertEqual(response.json()["error"]["code"], code)
+        self.assertEqual(self.queue.accepted, [])
+
+    def test_requestTooLarge(self) -> None:
+        """
+        A request body over the API's limit is 413 and is never read.
+        """
+        contact = self.create()
+        body = {"text": "x" * (3 * LIMIT + 65536)}
+        response = send(self.site, "POST", f"/v1/contacts/{contact['id']}/reply", body)
+        self.assertEqual(response.status, 413)
+        self.assertEqual(response.json()["error"]["code"], "tooLarge")
+
+    def test_unknownParameters(self) -> None:
+        """
+        The endpoints that take no query parameters refuse any, naming it.
+        """
+        contact = self.create()
+        for path in (
+            f"/v1/contacts/{contact['id']}?colour=red",
+            f"/v1/contacts/{contact['id']}/message?colour=red",
+            "/v1/accounts?colour=red",
+        ):
+            status, body = self.request("GET", path)
+            self.assertEqual(status, 400, path)
+            self.assertIn("'colour'", body["error"]["message"])
+
+    def test_tokenRequired(self) -> None:
+        """
+        Every contact endpoint answers 401 with a Bearer challenge to a
+        request without the token or with a wrong one, and does nothing.
+        """
+        contact = self.create()
+        one = f"/v1/contacts/{contact['id']}"
+        for method, path, body in (
+            ("POST", "/v1/contacts", {"customer": "a@b.example"}),
+            ("GET", "/v1/contacts", None),
+            ("GET", one, None),
+            ("POST", f"{one}/end", None),
+            ("POST", f"{one}/deliver", {"agent": "a@agents.example"}),
+            ("POST", f"{one}/reply", {"text": "Hello"}),
+            ("GET", f"{one}/message", None),
+            ("GET", "/v1/accounts", None),
+        ):
+            for token in (None, "wrong"):
+                response = send(self.site, method, path, body, token=token)
+                self.assertEqual(response.status, 401, (method, path))
+                self.assertEqual(
+                    response.headers["www-authenticate"], 'Bearer realm="ace-mail"'
+                )
+                self.assertEqual(response.json()["error"]["code"], "unauthorized")
+        self.assertEqual(self.queue.accepted, [])
+        self.assertEqual(self.delivered, [])
+        self.assertEqual(self.request("GET", one)[1]["state"], "open")
 
     def test_deliver(self) -> None:
         """
@@ -162,7 +219,7 @@ class ContactEndpointTests(SynchronousTestCase):
             f"/v1/contacts/{contact['id']}/deliver",
             {"agent": "a@agents.example"},
         )
-        self.assertEqual((status, body), (202, {"queueId": "queued1"}))
+        self.assertEqual((status, body), (202, {"queueId": "queuedagent"}))
         self.assertEqual(self.delivered, [(contact["id"], "a@agents.example")])
 
     def test_deliverRefusals(self) -> None:
@@ -238,9 +295,101 @@ class ContactEndpointTests(SynchronousTestCase):
             ("state=closed", "'state'"),
             ("limit=0", "'limit'"),
             ("since=yesterday", "'since'"),
+            ("since=2027-01-15T08:00:02", "'since'"),
             ("cursor=!!", "'cursor'"),
             ("colour=red", "'colour'"),
         ):
             status, body = self.request("GET", f"/v1/contacts?{query}")
             self.assertEqual(status, 400, query)
             self.assertIn(name, body["error"]["message"])
+
+
+class MessageEndpointTests(ContactApiCase):
+    """
+    C{GET /v1/contacts/{id}/message}: the stored original.
+    """
+
+    def test_message(self) -> None:
+        """
+        The stored original comes back byte for byte as message/rfc822 with
+        its length.
+        """
+        _, contactId = self.arrive()
+        response = send(self.site, "GET", f"/v1/contacts/{contactId}/message")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.headers["content-type"], "message/rfc822")
+        self.assertEqual(response.headers["content-length"], str(len(ORIGINAL)))
+        self.assertEqual(response.body, ORIGINAL)
+
+    def test_largeMessageStreamed(self) -> None:
+        """
+        A large original is sent a piece at a time: while the connection's
+        send buffer is full no more is read, and it goes on when the buffer
+        empties, until all of it is sent.
+        """
+        original = ORIGINAL + b"".join(b"%07d\r\n" % n for n in range(200_000))
+        _, contactId = self.arrive(original)
+        transport = PausingTransport()
+        send(self.site, "GET", f"/v1/contacts/{contactId}/message", transport=transport)
+        received = transport.drain()
+        self.assertLess(len(received), 200_000)
+        for _ in range(100):
+            if transport.disconnecting:
+                break
+            received += transport.drain()
+        received += transport.value()
+        response = parseResponse(received)
+        self.assertEqual(response.headers["content-length"], str(len(original)))
+        self.assertEqual(response.body, original)
+
+    def test_clientGoneClosesFile(self) -> None:
+        """
+        When the client goes away in the middle, the original's file is
+        closed.
+        """
+        original = ORIGINAL + b"x" * 1_000_000
+        _, contactId = self.arrive(original)
+        transport = PausingTransport()
+        send(self.site, "GET", f"/v1/contacts/{contactId}/message", transport=transport)
+        self.assertIn(self.originalName(contactId), self.openFiles())
+        assert transport.protocol is not None
+        transport.protocol.connectionLost(Failure(ConnectionError("gone")))
+        self.assertNotIn(self.originalName(contactId), self.openFiles())
+
+    def originalName(self, contactId: str) -> str:
+        name = self.successResultOf(self.store.originalOf(contactId))
+        assert name is not None
+        return os.path.join(os.path.realpath(self.store.originalsDirectory), name)
+
+    def openFiles(self) -> set[str]:
+        """
+        @return: The paths of the files this process has open.
+        """
+        paths = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                paths.add(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        return paths
+
+    def test_noOriginal(self) -> None:
+        """
+        A contact made through the API has no stored email: 404, as for an
+        unknown contact, an expired one, and one whose file is gone.
+        """
+        contact = self.create()
+        _, gone = self.arrive()
+        os.unlink(self.originalName(gone))
+        _, expired = self.arrive(uidl="u2")
+        self.request("POST", f"/v1/contacts/{expired}/end")
+        self.clock.advance(120 * HOUR + 1)
+        for contactId, says in (
+            (contact["id"], "no stored email"),
+            ("a" * 20, "no contact"),
+            (expired, "no contact"),
+            (gone, "no stored email"),
+        ):
+            status, body = self.request("GET", f"/v1/contacts/{contactId}/message")
+            self.assertEqual(status, 404, contactId)
+            self.assertIn(says, body["error"]["message"])

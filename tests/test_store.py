@@ -423,7 +423,8 @@ class MigrationTests(SynchronousTestCase):
         self.assertEqual(_version(path), len(MIGRATIONS))
         self.assertEqual(
             _tables(path),
-            {"schema_version", "contact", "intake", "sentMessage", "dispatch"},
+            {"schema_version", "contact", "intake", "sentMessage", "dispatch"}
+            | {"webhookTarget", "webhookEvent", "sqlite_sequence"},
         )
 
     def test_stepsInOrder(self) -> None:

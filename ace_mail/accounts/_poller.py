@@ -36,6 +36,8 @@ class AccountPoller(Service):
     Poll one account every C{pollInterval} seconds, and after failures
     every C{pollInterval} doubled for each failure in a row, up to
     L{MAX_BACKOFF}. A poll never overlaps another.
+
+    @ivar polls: How many polls have ended, however they ended.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class AccountPoller(Service):
         self._timer: IDelayedCall | None = None
         self._session: PollSession | None = None
         self._idleWaiters: list[Deferred[None]] = []
+        self.polls = 0
 
     def startService(self) -> None:
         super().startService()
@@ -156,6 +159,7 @@ class AccountPoller(Service):
 
     def _ended(self, ignored: None) -> None:
         self._session = None
+        self.polls += 1
         self._status = evolve(self._status, lastPoll=self._reactor.seconds())
         if self.running:
             self._schedule(self._delay())

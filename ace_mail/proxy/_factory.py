@@ -30,6 +30,7 @@ class ProxyFactory(ServerFactory):
 
     @ivar refusals: How often each kind of refusal was given, by its
         reason key (such as C{"relay-denied"} or C{"contact-expired"}).
+    @ivar sessions: How many connections were admitted so far.
     """
 
     protocol = ProxyProtocol
@@ -71,6 +72,7 @@ class ProxyFactory(ServerFactory):
         self.implicitTls = implicitTls
         self.policy = RelayPolicy(settings.trustedNetworks)
         self.refusals: Counter[str] = Counter()
+        self.sessions = 0
         self._open = 0
         self._perClient: Counter[str | None] = Counter()
 
@@ -91,7 +93,15 @@ class ProxyFactory(ServerFactory):
             return replies.tooManyFromClient(self.settings.heloName, host)
         self._open += 1
         self._perClient[host] += 1
+        self.sessions += 1
         return None
+
+    @property
+    def openConnections(self) -> int:
+        """
+        The connections admitted and not yet closed.
+        """
+        return self._open
 
     def release(self, host: str | None) -> None:
         """

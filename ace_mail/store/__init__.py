@@ -30,6 +30,12 @@ from ace_mail.store._intake import (
 )
 from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
 from ace_mail.store._sqlite import SQLiteContactStore
+from ace_mail.store._sqlitewebhook import (
+    CONTACT_CREATED,
+    MESSAGE_BOUNCED,
+    SQLiteWebhookOutbox,
+    WebhookEvent,
+)
 
 __all__ = [
     "AGENT",
@@ -54,6 +60,10 @@ __all__ = [
     "Entrance",
     "IContactStore",
     "SQLiteContactStore",
+    "SQLiteWebhookOutbox",
+    "WebhookEvent",
+    "CONTACT_CREATED",
+    "MESSAGE_BOUNCED",
     "isContactId",
     "newContactId",
 ]

@@ -85,6 +85,22 @@ class IContactStore(Interface):
         @return: A L{Deferred} that fires with the number of contacts deleted.
         """
 
+    def countContacts(endedSince: float) -> Deferred[dict[str, int]]:
+        """
+        Count the contacts by state, for the operators' figures.
+
+        @param endedSince: Contacts ended before this POSIX time are expired.
+        @return: A L{Deferred} that fires with the number of C{"open"},
+            C{"ended"} and C{"expired"} (not yet purged) contacts.
+        """
+
+    def ping() -> Deferred[None]:
+        """
+        Run a trivial query, to tell that the store answers.
+
+        @return: A L{Deferred} that fires once it has answered, or fails.
+        """
+
     def close() -> None:
         """
         Release the database.  No other method may be called afterwards.

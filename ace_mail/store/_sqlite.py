@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ace_mail.store import _sqliteintake as intake
+from ace_mail.store import _sqlitewebhook as webhook
 from ace_mail.store._contact import Contact, ContactQuery, newContactId
 from ace_mail.store._intake import Arrival, Dispatch, Plan, Taken
 from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
@@ -48,6 +49,7 @@ MIGRATIONS: Sequence[Migration] = (
     ),
     intake.MIGRATION,
     ("CREATE INDEX contactCreated ON contact (created, id)",),
+    webhook.MIGRATION,
 )
 """
 Every migration in order: the one at index I{n} takes the schema from version
@@ -349,6 +351,24 @@ class SQLiteContactStore:
         )
         rows = self._connection.execute(statement, (*arguments, query.limit))
         return [_contactFromRow(row) for row in rows]
+
+    def countContacts(self, endedSince: float) -> Deferred[dict[str, int]]:
+        return execute(self._count, endedSince)
+
+    def _count(self, endedSince: float) -> dict[str, int]:
+        total, ended, expired = self._connection.execute(
+            "SELECT (SELECT count(*) FROM contact),"
+            " (SELECT count(*) FROM contact WHERE ended >= ?),"
+            " (SELECT count(*) FROM contact WHERE ended < ?)",
+            (endedSince, endedSince),
+        ).fetchone()
+        return {"open": total - ended - expired, "ended": ended, "expired": expired}
+
+    def ping(self) -> Deferred[None]:
+        return execute(self._ping)
+
+    def _ping(self) -> None:
+        self._connection.execute("SELECT id FROM contact LIMIT 1").fetchall()
 
     def close(self) -> None:
         self._connection.close()
