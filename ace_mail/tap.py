@@ -16,7 +16,6 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -33,6 +32,7 @@ from ace_mail._services import (
     ThreadPoolService,
     purgeService,
 )
+from ace_mail._tapparts import entranceMap, outgoingRoutes, proxyService
 from ace_mail.accounts import AccountPoller
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.apicontacts import ContactEndpoints
@@ -42,19 +42,11 @@ from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
 from ace_mail.intake import Intake
 from ace_mail.metrics import Metrics
 from ace_mail.pages import Monitor
-from ace_mail.proxy import (
-    CredentialsFileChecker,
-    CredentialsFileError,
-    ProxyFactory,
-    ProxySettings,
-)
 from ace_mail.queue import Queue
-from ace_mail.sender import Route, Sender, Server, Timeouts
+from ace_mail.sender import Sender, Timeouts
 from ace_mail.spool import Spool, SpoolLocked
 from ace_mail.store import (
     ContactStoreError,
-    Entrance,
-    IContactStore,
     SQLiteContactStore,
 )
 from ace_mail.webhook import Notifier, bounceRecorder, openOutbox
@@ -148,31 +140,6 @@ def _apiToken(settings: Settings, dataDir: str) -> str:
     return token
 
 
-def _outgoingRoute(settings: Settings) -> Route:
-    servers = [
-        Server(
-            name="outgoing/1",
-            host=settings["outgoingMailSmtpServer1"],
-            port=settings["outgoingMailSmtpPort1"],
-            tls=settings["outgoingMailSmtpTls"],
-            username=settings.outgoingMailSmtpUsername,
-            password=settings.outgoingMailSmtpPassword,
-        )
-    ]
-    if settings["outgoingMailSmtpServer2"] is not None:
-        servers.append(
-            Server(
-                name="outgoing/2",
-                host=settings["outgoingMailSmtpServer2"],
-                port=settings["outgoingMailSmtpPort2"] or 25,
-                tls=settings["outgoingMailSmtpTls"],
-                username=settings.outgoingMailSmtpUsername,
-                password=settings.outgoingMailSmtpPassword,
-            )
-        )
-    return Route("outgoing", tuple(servers))
-
-
 def _prepareDataDir(path: str) -> str:
     path = os.path.abspath(path)
     try:
@@ -203,130 +170,6 @@ def _openStore(path: str) -> SQLiteContactStore:
         return SQLiteContactStore.open(path)
     except ContactStoreError as e:
         raise SystemExit(f"ace-mail: {e}") from None
-
-
-def _entrances(settings: Settings) -> dict[str, Entrance]:
-    return {
-        entrance.name: Entrance(entrance.name, entrance.address, entrance.displayName)
-        for entrance in settings.entrances
-    }
-
-
-def _entranceRoutes(settings: Settings) -> dict[str, Route]:
-    """
-    The routes of the entrances that have SMTP servers of their own.
-    """
-    routes = {}
-    for entrance in settings.entrances:
-        if entrance.servers:
-            servers = tuple(
-                Server(
-                    name=f"{entrance.routeName}/{number}",
-                    host=server.host,
-                    port=server.port,
-                    tls=server.tls,
-                    username=server.username,
-                    password=server.password,
-                )
-                for number, server in enumerate(entrance.servers, 1)
-            )
-            routes[entrance.routeName] = Route(entrance.routeName, servers)
-    return routes
-
-
-def _proxyService(
-    reactor: Any,
-    settings: Settings,
-    store: IContactStore,
-    entrances: dict[str, Entrance],
-    queue: Queue,
-    heloName: str,
-    pool: ThreadPool,
-) -> Listener:
-    """
-    The SMTP proxy's listener, with TLS and AUTH when they are configured.
-    """
-    listen = settings["smtpProxyPort"]
-    proxySettings = ProxySettings(
-        rerouteName=settings["smtpProxyRerouteName"],
-        heloName=heloName,
-        retentionSeconds=settings["contactRetentionHours"] * 3600.0,
-        trustedNetworks=settings["smtpProxyTrustedNetworks"],
-        maxMessageSize=settings["messageSizeLimit"],
-        maxRecipients=settings["smtpProxyMaxRecipients"],
-        maxLineLength=settings["smtpProxyMaxLineLength"],
-        idleTimeout=settings["smtpProxyIdleTimeout"],
-        dataTimeout=settings["smtpProxyDataTimeout"],
-        maxConnections=settings["smtpProxyMaxConnections"],
-        maxConnectionsPerClient=settings["smtpProxyMaxConnectionsPerClient"],
-        allowedSenderDomains={
-            entrance.name: entrance.allowedSenderDomains
-            for entrance in settings.entrances
-            if entrance.allowedSenderDomains
-        },
-        entranceRoutes={
-            entrance.name: entrance.routeName
-            for entrance in settings.entrances
-            if entrance.servers
-        },
-    )
-    tlsContext = None
-    if settings["smtpProxyTlsCertificate"] is not None:
-        tlsContext = _serverTls(
-            settings["smtpProxyTlsCertificate"], settings["smtpProxyTlsKey"]
-        )
-    checker = None
-    if settings["smtpProxyCredentials"] is not None:
-        try:
-            checker = CredentialsFileChecker(
-                settings["smtpProxyCredentials"],
-                lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f),
-            )
-        except CredentialsFileError as e:
-            raise SystemExit(f"ace-mail: --smtpProxyCredentials: {e}") from None
-    factory = ProxyFactory(
-        reactor,
-        proxySettings,
-        store,
-        entrances,
-        queue,
-        tlsContext=tlsContext,
-        checker=checker,
-        implicitTls=listen.startswith("ssl:"),
-    )
-    try:
-        endpoint = serverFromString(reactor, listen)
-    except (ValueError, OSError) as e:
-        raise SystemExit(
-            f"ace-mail: --smtpProxyPort: cannot use {listen!r}: {e}."
-        ) from None
-    return Listener("SMTP proxy", listen, endpoint, factory)
-
-
-def _serverTls(certificatePath: str, keyPath: str) -> Any:
-    """
-    Load the proxy's certificate and key for STARTTLS.
-    """
-    pems = []
-    for option, path in (
-        ("--smtpProxyTlsCertificate", certificatePath),
-        ("--smtpProxyTlsKey", keyPath),
-    ):
-        try:
-            with open(path, "rb") as f:
-                pems.append(f.read())
-        except OSError as e:
-            raise SystemExit(
-                f"ace-mail: {option}: cannot read {path}: {e.strerror}."
-            ) from None
-    try:
-        certificate = PrivateCertificate.loadPEM(pems[0] + b"\n" + pems[1])
-    except Exception as e:
-        raise SystemExit(
-            f"ace-mail: --smtpProxyTlsCertificate and --smtpProxyTlsKey: {certificatePath} "
-            f"and {keyPath} are not a matching PEM certificate and key ({e})."
-        ) from None
-    return certificate.options()
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -374,14 +217,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         setAside=settings["serverSetAsideTime"],
     )
     Closing(sender.stop).setServiceParent(top)
-    routes = {"outgoing": _outgoingRoute(settings), **_entranceRoutes(settings)}
-    if settings["smtpProxySmtpServer"] is not None:
-        proxyServer = Server(
-            name="proxy/1",
-            host=settings["smtpProxySmtpServer"],
-            port=settings["smtpProxySmtpPort"],
-        )
-        routes["proxy"] = Route("proxy", (proxyServer,))
+    routes = outgoingRoutes(settings)
 
     def deliver(
         envelope: Envelope, message: MessageSource, queueId: str
@@ -423,13 +259,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
     retention = settings["contactRetentionHours"] * 3600.0
     purgeService(reactor, store, retention).setServiceParent(top)
-    entrances = _entrances(settings)
+    entrances = entranceMap(settings)
     rerouteName = settings["smtpProxyRerouteName"] or heloName
     proxy = None
     if settings["enableSmtpProxy"]:
-        proxy = _proxyService(
-            reactor, settings, store, entrances, queue, heloName, pool
-        )
+        proxy = proxyService(reactor, settings, store, entrances, queue, heloName)
         proxy.setServiceParent(top)
         metrics.watchProxy(proxy.factory)
     intake = Intake(

@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from ace_mail import tap
 from ace_mail._parameters import PARAMETERS
+from ace_mail._tapparts import outgoingRoutes
 from ace_mail.config import load
 
 
@@ -196,3 +197,43 @@ class DocumentationTests(SynchronousTestCase):
             page = f.read()
         for parameter in PARAMETERS:
             self.assertIn(f"``{parameter.name}``", page)
+
+
+class RoutesTests(SynchronousTestCase):
+    """
+    L{ace_mail._tapparts.outgoingRoutes}: which servers each route uses.
+    """
+
+    def test_routes(self) -> None:
+        """
+        Servers 1 and 2 make C{outgoing}, smtpProxySmtpServer makes
+        C{proxy}, and an entrance with servers of its own gets its route.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                '[[entrance]]\nname = "acme"\naddress = "s@acme.example"\n'
+                '[[entrance.smtp]]\nhost = "smtp.acme.example"\nport = 587\n'
+            )
+        settings = load(
+            {
+                "outgoingMailSmtpServer1": "a.example",
+                "outgoingMailSmtpServer2": "b.example",
+                "outgoingMailSmtpPort2": "2525",
+                "smtpProxySmtpServer": "real.example",
+            },
+            path,
+        )
+        routes = outgoingRoutes(settings)
+        described = {
+            name: [s.describe() for s in route.servers]
+            for name, route in routes.items()
+        }
+        self.assertEqual(
+            described,
+            {
+                "outgoing": ["outgoing/1 a.example:25", "outgoing/2 b.example:2525"],
+                "proxy": ["proxy/1 real.example:25"],
+                "entrance/acme": ["entrance/acme/1 smtp.acme.example:587"],
+            },
+        )
