@@ -28,49 +28,19 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import IO, Callable
+from typing import IO
 
+from _common import LOOPBACK, canConnect, cpuSeconds, freePort, waitFor
 from attrs import frozen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOPBACK = "127.0.0.1"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-
-
-def freePort() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def waitFor(what: str, condition: Callable[[], bool], deadline: float) -> None:
-    """
-    Poll C{condition} every 20 ms until it holds or C{deadline} (a
-    C{time.monotonic()} value) passes.
-    """
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"api_bench: gave up waiting for {what}")
-        time.sleep(0.02)
-
-
-def canConnect(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class SmtpSink:
@@ -181,12 +151,6 @@ def procStatus(pid: int, field: str) -> str:
             if line.startswith(field + ":"):
                 return line.split(":", 1)[1].strip()
     return "?"
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @frozen

@@ -35,6 +35,7 @@ import time
 import urllib.error
 from typing import Callable
 
+from _common import cpuSeconds
 from attrs import frozen
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,15 +105,6 @@ class AceMailFigures:
     contacts: float | None
     answers: float
     cpu: float
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    @return: The user and system CPU seconds a process has used so far.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def listedContacts(aceMail: AccountAceMail) -> int | None:

@@ -32,16 +32,16 @@ import shlex
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import IO, Callable
+from typing import IO
+
+from _common import LOOPBACK, canConnect, cpuSeconds, freePort, peakKiB, waitFor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOPBACK = "127.0.0.1"
 AGENT = "agent@agents.example"
 CUSTOMER = "customer@customer.example"
 POSTFIX_SETTINGS = [
@@ -53,58 +53,12 @@ POSTFIX_SETTINGS = [
 ]
 
 
-def freePort() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def canConnect(port: int) -> bool:
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def waitFor(what: str, condition: Callable[[], bool], deadline: float) -> None:
-    """
-    Poll C{condition} every 10 ms until it holds or C{deadline} (a
-    C{time.monotonic()} value) passes.
-    """
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"proxy_bench: gave up waiting for {what}")
-        time.sleep(0.01)
-
-
 def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     """
     Print a command, run it to its end (at most 10 minutes) and check it.
     """
     print("$ " + shlex.join(command))
     return subprocess.run(command, check=True, text=True, timeout=600, **kwargs)
-
-
-def peakKiB(pid: int) -> int:
-    """
-    The peak resident memory (VmHWM) of a process, in KiB.
-    """
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise SystemExit(f"proxy_bench: no VmHWM for process {pid}")
-
-
-def cpuSeconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ensurePostfix() -> None:
