@@ -31,6 +31,17 @@ def host(value: Any) -> str:
     return value.strip().strip("[]")
 
 
+def domainName(value: Any) -> str:
+    """
+    A domain name as it stands in a mail address: lower case, without a
+    trailing dot, and not an IP address.
+    """
+    name = host(value).rstrip(".").lower()
+    if not name or ":" in name or name.replace(".", "").isdigit():
+        raise ValueError(value)
+    return name
+
+
 def port(value: Any) -> int:
     """
     A TCP port, 1 to 65535.
@@ -258,8 +269,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     ),
     Parameter(
         "smtpProxyRerouteName",
-        host,
-        _HOST_EXPECTED,
+        domainName,
+        "a domain name such as ace.example.com (not an IP address)",
         None,
         "ACE: the host name in contact addresses (contactID@HOSTNAME) that the "
         "company's mail server routes to this proxy.",

@@ -40,7 +40,9 @@ def parseMailbox(text: str) -> tuple[str, str] | None:
         return None
     try:
         header = email.policy.default.header_factory("To", text)
-    except (ValueError, IndexError, TypeError):
+    except Exception:
+        # The parser raises on some malformed input instead of noting a
+        # defect; ValueError, IndexError, AttributeError and more are seen.
         return None
     addresses = header.addresses
     if header.defects or len(addresses) != 1:

@@ -213,7 +213,7 @@ class ContactEndpoints:
         if state not in (None, "open", "ended"):
             raise ApiError(400, "badRequest", "'state' must be open or ended")
         limit = query.get("limit", "100")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 1000:
             raise ApiError(400, "badRequest", "'limit' must be a number from 1 to 1000")
         since = None
         if query.get("since"):

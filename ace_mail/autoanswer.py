@@ -18,7 +18,7 @@ from typing import Collection
 
 from ace_mail._entrances import EntranceConfig
 from ace_mail.envelope import Envelope
-from ace_mail.inbound import Inbound
+from ace_mail.inbound import Inbound, parsedValues
 from ace_mail.store import Contact
 
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -97,8 +97,11 @@ def whyNotAnswer(
     if inbound.customerAddress is None:
         return "it has no usable From or Reply-To"
     addresses = [inbound.customerAddress, inbound.fromAddress]
-    for name in ("sender", "return-path"):
-        for value in headers.get_all(name) or []:
+    for name in ("Sender", "Return-Path"):
+        values = parsedValues(headers, name)
+        if values is None:
+            return f"its {name} cannot be read"
+        for value in values:
             addresses += [a.addr_spec for a in getattr(value, "addresses", ())]
     addresses += [path.strip().strip("<>") for path in returnPaths]
     for address in addresses:

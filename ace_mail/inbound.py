@@ -12,6 +12,7 @@ import re
 from email import policy
 from email.message import EmailMessage
 from email.parser import Parser
+from typing import Any
 
 from attrs import frozen
 
@@ -60,13 +61,25 @@ def parseHeaders(header: bytes) -> EmailMessage:
     return Parser(policy=policy.default).parsestr(text, headersonly=True)
 
 
+def parsedValues(headers: EmailMessage, name: str) -> list[Any] | None:
+    """
+    @return: Every occurrence of a header, parsed by the email package; or
+        L{None} when its parser raises on one, as it does on some malformed
+        addresses and Message-IDs instead of noting a defect.
+    """
+    try:
+        return headers.get_all(name) or []
+    except Exception:
+        return None
+
+
 def _mailbox(headers: EmailMessage, name: str) -> tuple[str, str] | None:
     """
     @return: The display name and address of the first mailbox of a header
         whose every occurrence parses without defects, or L{None}.
     """
-    values = headers.get_all(name) or []
-    if len(values) != 1 or values[0].defects:
+    values = parsedValues(headers, name)
+    if values is None or len(values) != 1 or values[0].defects:
         return None
     for address in getattr(values[0], "addresses", ()):
         if isMailbox(address.addr_spec):
@@ -79,9 +92,14 @@ def _oneLine(text: str) -> str:
 
 
 def _ids(headers: EmailMessage, name: str) -> tuple[str, ...]:
+    """
+    @return: The Message-IDs in a header's raw values, which the email
+        package's parser may fail on.
+    """
     found: list[str] = []
-    for value in headers.get_all(name) or []:
-        found += _MESSAGE_ID.findall(str(value))
+    for field, value in headers.raw_items():
+        if field.lower() == name:
+            found += _MESSAGE_ID.findall(value)
     return tuple(dict.fromkeys(found))
 
 

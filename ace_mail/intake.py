@@ -16,6 +16,10 @@ The order of the steps is what makes it so:
     "pending".  Then C{take} fires, and the poller may send DELE.
  4. Each message is enqueued under its queue id, and then marked "queued".
 
+A message under a UIDL taken before is a duplicate when its digest or its
+Message-ID is the same; otherwise the server gave the UIDL of a deleted
+message to a new one (RFC 1939 allows it), and the new one is taken.
+
 At start-up, L{Intake.recover} looks at every pending message: if the queue
 knows its queue id (it is in the spool, live or delivered), it was enqueued
 before the crash and is only marked; otherwise it is enqueued now.  The
@@ -203,13 +207,14 @@ class Intake:
         await self._lock.acquire()
         try:
             if await self._store.seen(account.name, uidl):
-                os.unlink(path)
-                _log.info(
-                    "Account {account}: message {uidl} was taken already.",
-                    account=account.name,
-                    uidl=uidl,
-                )
-                return IntakeResult(None, DUPLICATE)
+                if not await self._retired(account, uidl, path):
+                    os.unlink(path)
+                    _log.info(
+                        "Account {account}: message {uidl} was taken already.",
+                        account=account.name,
+                        uidl=uidl,
+                    )
+                    return IntakeResult(None, DUPLICATE)
             taken, original = await self._record(account, entrance, uidl, path)
         finally:
             self._lock.release()
@@ -234,6 +239,23 @@ class Intake:
         for dispatch in taken.dispatches:
             await self._sendLogged(dispatch)
         return IntakeResult(taken.contactId, taken.outcome)
+
+    async def _retired(self, account: AccountConfig, uidl: str, path: str) -> bool:
+        """
+        @return: Whether the message under a seen UIDL is another one than
+            the message taken under it, so that the UIDL was freed for it.
+        """
+        digest, head = _digest(path)
+        messageId = readInbound(parseHeaders(head)).messageId
+        retired = await self._store.retireUidl(account.name, uidl, digest, messageId)
+        if retired:
+            _log.warn(
+                "Account {account}: the server gave UIDL {uidl} to another"
+                " message; it is taken as a new one.",
+                account=account.name,
+                uidl=uidl,
+            )
+        return retired
 
     async def _record(
         self, account: AccountConfig, entrance: EntranceConfig, uidl: str, path: str

@@ -54,6 +54,7 @@ _KEPT_AS_WRITTEN = (
     ("X-Priority", re.compile(r"^[1-5](?: \([A-Za-z ]{1,20}\))?$")),
 )
 _AGENT_FIELDS = ("from", "sender", "reply-to", "return-path", "resent-from")
+_RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 
 
 def rewriteReply(
@@ -78,8 +79,10 @@ def rewriteReply(
     @param fromName: The display name of From and Reply-To; by default the
         entrance's.
     @param hide: Further addresses to keep out of the copy (such as the
-        envelope sender), besides those of L{agentAddressesIn}; empty
-        strings are ignored.
+        envelope sender), besides those of L{agentAddressesIn} and the other
+        recipients that To, Cc and Bcc name; empty strings are ignored, and
+        so are the entrance's and the customer's addresses, which the copy
+        shows.
     @return: The customer's copy, its header lines folded at 78 columns.
     @raise RewriteError: If the MIME boundary of the message contains the
         agent's address, which cannot be changed without changing the body,
@@ -87,9 +90,17 @@ def rewriteReply(
         last check that does not trust the allow-list alone).
     """
     extra = {address for address in hide if address}
-    secrets = {
-        _normal(address).strip() for address in agentAddressesIn(message) | extra
+    found = agentAddressesIn(message) | _addressesIn(message, _RECIPIENT_FIELDS)
+    shown = {
+        spelling
+        for address in (entrance.address, contact.customerAddress)
+        for spelling in _spellings(_normal(address).strip())
     }
+    secrets = {
+        spelling
+        for address in found | extra
+        for spelling in _spellings(_normal(address).strip())
+    } - shown
 
     fields, body = _split(message)
     first: dict[str, str] = {}
@@ -130,9 +141,18 @@ def agentAddressesIn(message: bytes) -> set[str]:
         Resent-From headers of C{message}, lower-cased, in any of the forms
         that L{headerLeaks} reads.
     """
+    return _addressesIn(message, _AGENT_FIELDS)
+
+
+def _addressesIn(message: bytes, names: tuple[str, ...]) -> set[str]:
+    """
+    @param names: Header field names in lower case.
+    @return: The addresses in those header fields of C{message}, as
+        L{agentAddressesIn} finds them.
+    """
     found: set[str] = set()
     for name, value in _split(message)[0]:
-        if name.lower() not in _AGENT_FIELDS:
+        if name.lower() not in names:
             continue
         for form in _forms("", value):
             pairs = getaddresses([form])
@@ -227,11 +247,37 @@ def _decodeWord(match: re.Match[str]) -> str:
 def _normal(text: str) -> str:
     """
     Fold C{text} to the form in which L{_leaks} compares: compatibility
-    characters to plain ones, letters to lower case, no backslashes, quotes
-    as spaces and no white space around C{@}.
+    characters to plain ones, letters to lower case, no characters that a
+    reader does not show (format characters such as a zero-width space or
+    a soft hyphen, and NULs, which make UTF-16 read under an unknown charset
+    name), ideographic full stops as dots (as IDNA reads them), no
+    backslashes, quotes as spaces and no white space around C{@}.
     """
-    folded = unicodedata.normalize("NFKC", text).casefold().replace("\\", "")
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    folded = folded.replace("\\", "").replace("\0", "")
+    if not folded.isascii():
+        folded = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+        folded = folded.replace("\u3002", ".")
     return _AROUND_AT.sub("@", folded.replace('"', " "))
+
+
+def _spellings(address: str) -> set[str]:
+    """
+    @return: C{address} as it is and with its domain in the other IDNA
+        form: Unicode for an ASCII (punycode) domain, ASCII for a Unicode
+        one, when that form exists.
+    """
+    local, at, domain = address.rpartition("@")
+    spellings = {address}
+    for convert in (
+        lambda: domain.encode("idna").decode("ascii"),
+        lambda: domain.encode("ascii").decode("idna"),
+    ):
+        try:
+            spellings.add(f"{local}{at}{_normal(convert())}")
+        except UnicodeError:
+            pass
+    return spellings
 
 
 def _forms(name: str, value: str) -> Iterator[str]:

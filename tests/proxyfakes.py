@@ -119,11 +119,13 @@ def makeFactory(
     store: FakeStore | None = None,
     queue: FakeQueue | None = None,
     clock: MemoryReactorClock | None = None,
+    entrances: dict[str, Entrance] | None = None,
     **settings: Any,
 ) -> ProxyFactory:
     """
     A factory over fakes, its clock at L{NOW}, with the open, ended and
-    other-entrance contacts known.
+    other-entrance contacts known, and the entrances L{ENTRANCE} and
+    L{SALES} unless others are given.
     """
     if clock is None:
         clock = MemoryReactorClock()
@@ -145,7 +147,7 @@ def makeFactory(
         clock,
         ProxySettings(**options),
         store,
-        {"default": ENTRANCE, "sales": SALES},
+        {"default": ENTRANCE, "sales": SALES} if entrances is None else entrances,
         queue if queue is not None else FakeQueue(),
         **extra,
     )

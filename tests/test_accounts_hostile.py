@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ace_mail.accounts import AccountPoller, _tls
+from ace_mail.accounts import AccountPoller, _protocol, _tls
 from tests.pop3fakes import makeAccount
 from tests.test_accounts_poller import PollerTestCase
 
@@ -182,6 +182,20 @@ class FailureTests(PollerTestCase):
             b"UIDL",
             b"+OK\r\n1 " + b"u" * 10_000_000 + b"\r\n.\r\n",
             "sent a line longer than 8192 bytes",
+        )
+
+    def test_hugeListing(self) -> None:
+        """
+        A listing of many long lines is refused once its lines together pass
+        MAX_LISTING_BYTES, long before MAX_LISTING_LINES lines of 8 KiB
+        (8 GB) could be held in memory.
+        """
+        self.patch(_protocol, "MAX_LISTING_BYTES", 100_000)
+        line = b"1 " + b"u" * 8000 + b"\r\n"
+        self.failWith(
+            b"UIDL",
+            b"+OK\r\n" + line * 50 + b".\r\n",
+            "answered UIDL with more than 100000 bytes",
         )
 
     def test_hugeLineInMessage(self) -> None:

@@ -112,6 +112,17 @@ class ContactEndpointTests(ContactApiCase):
             self.assertEqual(status, 400, body)
             self.assertIn(name, answer["error"]["message"])
 
+    def test_customerThatCrashesTheParser(self) -> None:
+        """
+        A customer that the standard library's address parser raises on,
+        rather than noting a defect, gets 400 naming the field, not 500.
+        """
+        status, body = self.request(
+            "POST", "/v1/contacts", {"customer": "b:)a@a;;:b\\>"}
+        )
+        self.assertEqual(status, 400, body)
+        self.assertIn("'customer'", body["error"]["message"])
+
     def test_fieldsTooLarge(self) -> None:
         """
         A field longer than its limit, or one that is not text (a lone
@@ -294,6 +305,7 @@ class ContactEndpointTests(ContactApiCase):
         for query, name in (
             ("state=closed", "'state'"),
             ("limit=0", "'limit'"),
+            ("limit=%C2%B2", "'limit'"),
             ("since=yesterday", "'since'"),
             ("since=2027-01-15T08:00:02", "'since'"),
             ("cursor=!!", "'cursor'"),

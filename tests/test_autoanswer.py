@@ -252,6 +252,14 @@ class LoopRuleTests(SynchronousTestCase):
         _, why = _inbound("", base="From: ann@@customer.example\r\n")
         self.assertEqual(why, "it has no usable From or Reply-To")
 
+    def test_senderThatCrashesTheParser(self) -> None:
+        """
+        A Sender that the standard library's header parser raises on, rather
+        than noting a defect, cannot be checked: the email is not answered.
+        """
+        _, why = _inbound("Sender: <")
+        self.assertEqual(why, "its Sender cannot be read")
+
 
 for _rule, _doc, _extra, _expected in LOOP_RULES:
     _test = _ruleTest(_extra, _expected)

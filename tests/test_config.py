@@ -381,3 +381,28 @@ class ProxySettingsTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             load({"smtpProxyTlsCertificate": "/etc/cert.pem"})
         self.assertIn("--smtpProxyTlsKey", str(caught.exception))
+
+
+class RerouteNameTests(SynchronousTestCase):
+    """
+    smtpProxyRerouteName is the domain of contact addresses.
+    """
+
+    def test_normalised(self) -> None:
+        """
+        A trailing dot and upper case are taken off, so that contact
+        addresses match it.
+        """
+        self.assertEqual(
+            load({"smtpProxyRerouteName": "ACE.Example.COM."})["smtpProxyRerouteName"],
+            "ace.example.com",
+        )
+
+    def test_ipRefused(self) -> None:
+        """
+        An IP address is refused: mail addresses name domains.
+        """
+        for value in ("192.0.2.1", "::1", "[::1]"):
+            with self.assertRaises(ConfigError) as caught:
+                load({"smtpProxyRerouteName": value})
+            self.assertIn("--smtpProxyRerouteName", str(caught.exception))

@@ -128,6 +128,26 @@ class ContactTests(IntakeTestCase):
             self.take(b"Subject: who?\r\n\r\nbody", "u2").outcome, "duplicate"
         )
 
+    def test_headersThatCrashTheParser(self) -> None:
+        """
+        An email whose Message-ID or Reply-To makes the standard library's
+        header parser raise (rather than note a defect) is still taken: the
+        unreadable field counts as absent, and the file leaves the incoming
+        directory.
+        """
+        message = email(
+            messageId=None, extra="Message-ID: <\r\nReply-To: b:)a@a;;:b\\>\r\n"
+        )
+        result = self.take(message, "u1")
+        self.assertEqual(result.outcome, "created")
+        assert result.contactId is not None
+        contact = self.successResultOf(self.harness.store.get(result.contactId))
+        assert contact is not None
+        self.assertEqual(contact.customerAddress, "ann@customer.example")
+        self.assertIsNone(contact.messageId)
+        self.assertEqual(len(self.answers()), 1)
+        self.assertEqual(os.listdir(self.harness.intake.incomingDir), [])
+
     def test_loopNotAnswered(self) -> None:
         """
         An automatic email opens a contact but gets no answer.
@@ -165,6 +185,49 @@ class DuplicateTests(IntakeTestCase):
         self.assertEqual(len(os.listdir(self.harness.store.originalsDirectory)), 1)
         self.assertEqual(os.listdir(self.harness.intake.incomingDir), [])
         self.assertIsNotNone(first.contactId)
+
+    def test_sameBytesSameUidlKeepTheOriginal(self) -> None:
+        """
+        Taking the very same bytes under the same UIDL again (a QUIT that
+        never came undid the deletion) is a duplicate, and the contact's
+        stored original stays.
+        """
+        first = self.take(email(), "u1")
+        again = self.take(email(), "u1")
+        self.assertEqual(again.outcome, "duplicate")
+        assert first.contactId is not None
+        name = self.successResultOf(self.harness.store.originalOf(first.contactId))
+        assert name is not None
+        with open(os.path.join(self.harness.store.originalsDirectory, name), "rb") as f:
+            self.assertEqual(f.read(), email())
+        self.assertEqual(os.listdir(self.harness.intake.incomingDir), [])
+
+    def test_uidlReusedForAnotherMessage(self) -> None:
+        """
+        A server may give the UIDL of a message that was taken and deleted
+        to a new message (RFC 1939 only forbids reuse while the first one
+        exists).  Another Message-ID under a seen UIDL is a new email: it
+        opens its own contact with its own answer, and both originals stay.
+        Taking either again is then a duplicate.
+        """
+        first = self.take(email(), "u1")
+        second = email(subject="Also the toaster", messageId="<m2@customer.example>")
+        reused = self.take(second, "u1")
+        self.assertEqual(reused.outcome, "created")
+        self.assertNotEqual(reused.contactId, first.contactId)
+        self.assertEqual(len(self.harness.contacts()), 2)
+        self.assertEqual(len(self.answers()), 2)
+        self.assertEqual(len(os.listdir(self.harness.store.originalsDirectory)), 2)
+        for result in (first, reused):
+            assert result.contactId is not None
+            self.assertIsNotNone(
+                self.successResultOf(self.harness.store.originalOf(result.contactId))
+            )
+
+        self.assertEqual(self.take(second, "u1").outcome, "duplicate")
+        self.assertEqual(self.take(email(), "u1").outcome, "duplicate")
+        self.assertEqual(len(self.harness.contacts()), 2)
+        self.assertEqual(len(self.answers()), 2)
 
     def test_byMessageIdAndDigest(self) -> None:
         """

@@ -12,7 +12,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from ace_mail.store import IIntakeStore
+from ace_mail.store import Entrance, IIntakeStore
 
 from .proxyfakes import (
     ENDED_ID,
@@ -98,6 +98,56 @@ class ContactTests(SynchronousTestCase):
         [(contactId, messageId)] = kept
         self.assertEqual(contactId, OPEN_ID)
         self.assertIn(f"Message-ID: {messageId}\r\n".encode(), message)
+
+    def test_messageIdKeptWhenFolded(self) -> None:
+        """
+        On an entrance with a long domain, whose Message-ID header is folded,
+        the Message-ID kept is still the header's, never a line of the body
+        that looks like one.
+        """
+        kept: list[tuple[str, str]] = []
+
+        @implementer(IIntakeStore)
+        class ThreadingStore(FakeStore):
+            def recordMessageId(self, contactId: str, messageId: str) -> Deferred[None]:
+                kept.append((contactId, messageId))
+                return succeed(None)
+
+        domain = "customer-care.a-rather-long-company-name.example"
+        entrance = Entrance("default", f"support@{domain}", "Support")
+        factory = makeFactory(
+            store=ThreadingStore(contact(OPEN_ID)), entrances={"default": entrance}
+        )
+        client = Client(factory)
+        client.transaction(f"{OPEN_ID}@{HOST}")
+        body = REPLY + b"Message-ID: <quoted@elsewhere.example>\r\n"
+        self.assertEqual(client.message(body), "250 2.0.0 message accepted as q0")
+        [(_, message)] = factory.queue.messages
+        [(contactId, messageId)] = kept
+        self.assertTrue(messageId.endswith(f"@{domain}>"), messageId)
+        self.assertIn(f"Message-ID:\r\n {messageId}\r\n".encode(), message)
+
+    def test_entranceAddressAsSender(self) -> None:
+        """
+        A reply sent from the entrance's own address (a shared mailbox) is
+        queued for the customer, not refused for showing that address.
+        """
+        self.client.transaction(f"{OPEN_ID}@{HOST}", sender="support@example.com")
+        body = REPLY.replace(b"agent@agents.example.org", b"support@example.com")
+        self.assertEqual(self.client.message(body), "250 2.0.0 message accepted as q0")
+
+    def test_passThroughRecipientHidden(self) -> None:
+        """
+        A pass-through recipient that the headers name only in the Subject
+        is kept out of the customer's copy all the same.
+        """
+        self.client.transaction(f"{OPEN_ID}@{HOST}", "bob@partner.example")
+        body = REPLY.replace(b"Re: my order", b"Re: my order, with bob@partner.example")
+        self.assertEqual(
+            self.client.message(body), "250 2.0.0 message accepted as q0, q1"
+        )
+        (_, customerCopy), _ = self.factory.queue.messages
+        self.assertNotIn(b"bob@partner.example", customerCopy.split(b"\r\n\r\n")[0])
 
     def test_envelopeSenderHidden(self) -> None:
         """

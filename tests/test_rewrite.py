@@ -6,6 +6,7 @@ shows the agent's address.
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import re
 from email.header import decode_header, make_header
@@ -599,6 +600,58 @@ class MimeAndBodyTests(SynchronousTestCase):
         )
         self.assertEqual(parse(copy)["Subject"], "Re: Frage zur Rechnung")
 
+    def test_colleaguesHidden(self) -> None:
+        """
+        The addresses of the reply's other recipients, on To, Cc or Bcc or
+        given to hide, are kept out of the customer's copy like the agent's.
+        """
+        for lines, hide in (
+            (
+                [
+                    "Cc: Bob <bob@partner.example>",
+                    "Subject: Re: cc bob@partner.example",
+                ],
+                (),
+            ),
+            (["Bcc: boss@corp.example", "Subject: Re: for boss@corp.example"], ()),
+            (["Subject: Re: ask bob@partner.example"], ("bob@partner.example",)),
+        ):
+            copy = rewriteReply(reply(*lines), CONTACT, ENTRANCE, hide=hide)
+            self.assertEqual(parse(copy)["Subject"], "Re: Frage zur Rechnung", lines)
+        message = reply(
+            "To: Bob <bob@partner.example>",
+            'Content-Type: text/plain; name="bob@partner.example.vcf"',
+        )
+        copy = rewriteReply(message, CONTACT, ENTRANCE)
+        self.assertNotIn(b"bob", headerBlock(copy))
+
+    def test_customerAndEntranceNotHidden(self) -> None:
+        """
+        A reply sent from the entrance's own address (a shared mailbox), or
+        with the customer on Cc, is rewritten as usual: these addresses are
+        the ones the copy must show, not the agent's.
+        """
+        message = reply("Cc: kunde@example.net", sender=ENTRANCE.address)
+        copy = rewriteReply(message, CONTACT, ENTRANCE, hide=[ENTRANCE.address])
+        parsed = parse(copy)
+        self.assertEqual(parsed["From"].addresses[0].addr_spec, ENTRANCE.address)
+        self.assertEqual(parsed["To"].addresses[0].addr_spec, "kunde@example.net")
+
+    def test_internationalDomain(self) -> None:
+        """
+        The agent's address on an internationalised domain is hidden in its
+        Unicode form and in its ASCII (punycode) form, whichever the reply
+        names it by.
+        """
+        for sender, written in (
+            ("john@xn--bcher-kva.example", "john@b\u00fccher.example"),
+            ("john@b\u00fccher.example", "john@xn--bcher-kva.example"),
+            ("john@B\u00dcCHER.example", "JOHN@XN--BCHER-KVA.EXAMPLE"),
+        ):
+            message = reply(f"Subject: Re: write to {written}", sender=sender)
+            copy = rewriteReply(message, CONTACT, ENTRANCE)
+            self.assertEqual(parse(copy)["Subject"], "Re: Frage zur Rechnung", sender)
+
 
 class AgentAddressesTests(SynchronousTestCase):
     """
@@ -661,6 +714,44 @@ class HeaderLeaksTests(SynchronousTestCase):
             'text/plain; name*0="john.smi"; name*1="th@corp.example"',
             name="Content-Type",
         )
+
+    def test_invisibleCharacters(self) -> None:
+        """
+        Characters that a mail reader does not show (zero-width space, soft
+        hyphen, direction marks, word joiner) do not hide the address, nor
+        do the ideographic full stops that IDNA reads as dots.
+        """
+        for value in (
+            "john.smith\u200b@corp.example",
+            "john.sm\u00adith@corp.example",
+            "john.smith\u200e@\u200fcorp.example",
+            "jo\u2060hn.smith@corp.example\ufeff",
+            "=?utf-8?b?am9obi5zbWl0aOKAi0Bjb3JwLmV4YW1wbGU=?=",
+            "john.smith@corp\u3002example",
+            "john.smith@corp\uff61example",
+        ):
+            self.assertLeaks(value)
+
+    def test_utf16UnderOtherNames(self) -> None:
+        """
+        UTF-16 under the charset names that mail readers built on the WHATWG
+        Encoding Standard know and Python does not (C{unicode}, C{ucs-2},
+        C{unicodefffe}), in an encoded word or an RFC 2231 parameter of a
+        header kept as written, still shows the address.
+        """
+        for label, codec in (
+            ("unicode", "utf-16-le"),
+            ("ucs-2", "utf-16-le"),
+            ("unicodefffe", "utf-16-be"),
+        ):
+            data = AGENT.encode(codec)
+            word = f"=?{label}?b?{base64.b64encode(data).decode('ascii')}?="
+            escaped = "".join(f"%{byte:02X}" for byte in data)
+            for value in (
+                f'text/plain; name="{word}"',
+                f"text/plain; name*={label}''{escaped}",
+            ):
+                self.assertLeaks(value, name="Content-Type")
 
     def test_longerLocalPart(self) -> None:
         """

@@ -34,6 +34,13 @@ MAX_LISTING_LINES = 1_000_000
 The most lines a multi-line listing (CAPA, UIDL, LIST) may have.
 """
 
+MAX_LISTING_BYTES = 128 * 1024 * 1024
+"""
+The most bytes the lines of one listing may have together: room for a
+UIDL of a million messages, where the limits of each line and of the line
+count alone would let a server fill 8 GB.
+"""
+
 
 class POP3Error(Exception):
     """
@@ -188,6 +195,7 @@ class POP3Connection(Protocol):
         self._unsent: deque[_Pending] = deque()
         self._buffer = b""
         self._listing: list[bytes] | None = None
+        self._listingSize = 0
         self._statusText = ""
         self._body: _BodyReader | None = None
         self._timer: IDelayedCall | None = None
@@ -314,7 +322,13 @@ class POP3Connection(Protocol):
                 self._complete(Response(True, self._statusText, lines))
             elif len(self._listing) >= MAX_LISTING_LINES:
                 self._fail(f"{self.peer} answered {head.what} with too many lines")
+            elif self._listingSize + len(line) > MAX_LISTING_BYTES:
+                self._fail(
+                    f"{self.peer} answered {head.what} with more than"
+                    f" {MAX_LISTING_BYTES} bytes"
+                )
             else:
+                self._listingSize += len(line)
                 self._listing.append(line[1:] if line.startswith(b".") else line)
             return
 
@@ -329,6 +343,7 @@ class POP3Connection(Protocol):
         text = quote(rest, MAX_LINE)
         if ok and head.kind == "listing":
             self._listing, self._statusText = [], text
+            self._listingSize = 0
         elif ok and head.kind == "body":
             assert head.sink is not None
             self._body = _BodyReader(head.sink, head.limit, head.name)

@@ -254,15 +254,9 @@ class PollSession:
         fetches: list[Deferred[None]] = []
         window = DeferredSemaphore(PIPELINE_WINDOW if connection.pipelining else 2)
         for message, wasSeen in zip(messages, seen, strict=True):
-            if wasSeen:
-                if not account.keepOnServer:
-                    _log.info(
-                        "{account}: message {uidl} was taken before; deleting it",
-                        account=account.name,
-                        uidl=message.uid,
-                    )
-                    deletions.append(self._delete(connection, message))
-            elif message.size > account.maxMessageSize:
+            if wasSeen and account.keepOnServer:
+                continue
+            if message.size > account.maxMessageSize:
                 self._tally.tooLarge += 1
                 _log.warn(
                     "{account}: message {uidl} left on the server: its {size} bytes"

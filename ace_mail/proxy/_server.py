@@ -43,7 +43,7 @@ AUTH_LINE_LIMIT = 12288
 MAX_AUTH_FAILURES = 3
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MESSAGE_ID = re.compile(
-    rb"^Message-ID: (<[^>\r\n]+>)\r$", re.MULTILINE | re.IGNORECASE
+    rb"^Message-ID:(?:\r\n)? (<[^>\r\n]+>)\r$", re.MULTILINE | re.IGNORECASE
 )
 
 
@@ -317,7 +317,8 @@ class ProxyProtocol(Session):
         store = self.factory.store
         if IIntakeStore.providedBy(store):
             for contactId, copy in threads:
-                found = _MESSAGE_ID.search(copy)
+                header = copy.partition(b"\r\n\r\n")[0] + b"\r\n"
+                found = _MESSAGE_ID.search(header)
                 if found is None:
                     continue
                 messageId = found.group(1).decode("ascii", "replace")

@@ -85,7 +85,8 @@ class Transaction:
             whose entrance has no route of its own in C{entranceRoutes}.
         @param hide: The agent's addresses that the envelope shows (such as
             the sender), to keep out of the customers' copies besides those
-            in the message's own headers.
+            in the message's own headers; the pass-through recipients are
+            kept out too.
         @return: One copy for each contact, rewritten by
             L{rewriteReply}, from the entrance's address to the customer;
             and one unchanged copy for all pass-through recipients with the
@@ -100,7 +101,9 @@ class Transaction:
                     (contact.customerAddress,),
                     entranceRoutes.get(entrance.name, route),
                 ),
-                rewriteReply(message, contact, entrance, hide=hide),
+                rewriteReply(
+                    message, contact, entrance, hide=[*hide, *self.passThrough]
+                ),
             )
             for contact, entrance in self.contacts.values()
         ]

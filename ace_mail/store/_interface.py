@@ -127,6 +127,23 @@ class IIntakeStore(IContactStore):
             with this UIDL was taken already.
         """
 
+    def retireUidl(
+        account: str, uidl: str, digest: str, messageId: str | None
+    ) -> Deferred[bool]:
+        """
+        Tell a message under a seen UIDL from the one taken under it before.
+        RFC 1939 lets a server reuse a UIDL once its message is deleted, so
+        a message with another digest, and another Message-ID or none, is
+        another message: the earlier record is moved off the UIDL, keeping
+        its contact and original, so that the new one can be recorded.
+
+        @param digest: The SHA-256 of the message now under the UIDL.
+        @param messageId: Its Message-ID, or L{None}.
+        @return: A L{Deferred} that fires with C{True} once the UIDL is
+            free, or C{False} when it is the same message (same digest, or
+            same Message-ID with bytes that the server changed).
+        """
+
     def recordArrival(arrival: Arrival, plan: Plan) -> Deferred[Taken]:
         """
         Decide what an arrival is and record it in one transaction: a

@@ -306,6 +306,13 @@ class SQLiteContactStore:
     def seen(self, account: str, uidl: str) -> Deferred[bool]:
         return execute(intake.seen, self._connection, account, uidl)
 
+    def retireUidl(
+        self, account: str, uidl: str, digest: str, messageId: str | None
+    ) -> Deferred[bool]:
+        return execute(
+            intake.retireUidl, self._connection, account, uidl, digest, messageId
+        )
+
     def recordArrival(self, arrival: Arrival, plan: Plan) -> Deferred[Taken]:
         return execute(
             intake.recordArrival, self._connection, INSERT, contactRow, arrival, plan

@@ -99,6 +99,38 @@ def seen(connection: sqlite3.Connection, account: str, uidl: str) -> bool:
     return row is not None
 
 
+def retireUidl(
+    connection: sqlite3.Connection,
+    account: str,
+    uidl: str,
+    digest: str,
+    messageId: str | None,
+) -> bool:
+    """
+    Free a seen UIDL that the server gave to another message; see
+    L{ace_mail.store.IIntakeStore.retireUidl}.  The earlier record keeps
+    its contact and original under the key C{"UIDL ROWID"}, which no UIDL
+    can be, as a UIDL has no space.
+    """
+    with transaction(connection):
+        row = connection.execute(
+            "SELECT rowid, digest, messageId FROM intake"
+            " WHERE account = ? AND uidl = ?",
+            (account, uidl),
+        ).fetchone()
+        if row is None:
+            return True
+        rowid, earlierDigest, earlierMessageId = row
+        if earlierDigest == digest or (
+            messageId is not None and earlierMessageId == messageId
+        ):
+            return False
+        connection.execute(
+            "UPDATE intake SET uidl = ? WHERE rowid = ?", (f"{uidl} {rowid}", rowid)
+        )
+    return True
+
+
 def recordArrival(
     connection: sqlite3.Connection,
     insertContact: str,
