@@ -227,6 +227,7 @@ def commitBatch(directory: str, directoryFd: int, batch: Batch) -> dict[int, int
     except BaseException:
         for fd in created.values():
             os.close(fd)
+        _takeBack(directory, directoryFd, batch, fds, created)
         raise
     for segment in batch.deletions:
         with contextlib.suppress(FileNotFoundError):
@@ -234,6 +235,36 @@ def commitBatch(directory: str, directoryFd: int, batch: Batch) -> dict[int, int
     if batch.deletions:
         os.fsync(directoryFd)
     return created
+
+
+def _takeBack(
+    directory: str,
+    directoryFd: int,
+    batch: Batch,
+    fds: dict[int, int],
+    created: dict[int, int],
+) -> None:
+    """
+    Remove what a failed commit wrote, as far as the disk allows, so that
+    no record of it, whole or torn, is found at the next start: the segment
+    files it created go, and the others are cut back to where it began.
+    """
+    starts: dict[int, int] = {}
+    for write in batch.writes:
+        assert write.segment is not None
+        number = write.segment.number
+        starts[number] = min(write.offset, starts.get(number, write.offset))
+    for number in created:
+        with contextlib.suppress(OSError):
+            os.unlink(segmentPath(directory, number))
+    for number, start in starts.items():
+        if number in fds and number not in created:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fds[number], start)
+                os.fsync(fds[number])
+    if created:
+        with contextlib.suppress(OSError):
+            os.fsync(directoryFd)
 
 
 def readSegments(

@@ -51,16 +51,22 @@ class ThreadPoolService(Service):
     Runs the spool's writer thread for as long as ace-mail runs.
     """
 
-    def __init__(self, pool: ThreadPool) -> None:
+    def __init__(self, pool: ThreadPool, closed: Callable[[], Deferred[None]]) -> None:
+        """
+        @param closed: Fires once the spool is closed and hands the thread
+            no more work; a stopped pool drops work silently, so the thread
+            stops only then.
+        """
         self.pool = pool
+        self.closed = closed
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.pool.stop()
+        return self.closed().addCallback(lambda ignored: self.pool.stop())
 
 
 class Closing(Service):

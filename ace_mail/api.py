@@ -26,6 +26,7 @@ from ace_mail.envelope import Envelope
 from ace_mail.openapi import document
 from ace_mail.queue import Queue, QueueEntry
 from ace_mail.rawanswer import RawAnswer
+from ace_mail.spool import SpoolClosed
 
 _log = Logger()
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
@@ -412,7 +413,7 @@ class _Root(Resource):
         if isinstance(error, ApiError):
             _writeJson(request, error.status, _errorBody(error.code, error.message))
             return
-        if reason.check(OSError):
+        if reason.check(OSError, SpoolClosed):
             _log.error(
                 "Cannot store a message submitted by {method} {path}: {reason}",
                 method=request.method,

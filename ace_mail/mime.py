@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import quopri
 import re
+import textwrap
 from email.utils import formatdate
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from .envelope import Envelope, Reply
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_LONGEST_LINE = 998
 
 
 @frozen
@@ -51,6 +53,18 @@ def _text(value: str) -> str:
     line = " ".join(value.split())
     return "".join(
         c if " " <= c <= "~" and c != "\\" else f"\\x{{{ord(c):X}}}" for c in line
+    )
+
+
+def _fold(line: str) -> str:
+    """
+    @return: C{line}, folded at spaces (a hard break if there is none) into
+        lines short enough for SMTP, each after the first led by a space.
+    """
+    if len(line) <= _LONGEST_LINE:
+        return line
+    return "\n".join(
+        textwrap.wrap(line, 900, subsequent_indent=" ", break_on_hyphens=False)
     )
 
 
@@ -133,7 +147,7 @@ def buildBounce(
             f"Last-Attempt-Date: {formatdate(nowDate, usegmt=True)}",
         ]
     lines = originalHeaders.splitlines()
-    if originalHeaders.isascii():
+    if originalHeaders.isascii() and all(len(line) <= _LONGEST_LINE for line in lines):
         encoding = "7bit"
     else:
         encoding = "quoted-printable"
@@ -142,11 +156,15 @@ def buildBounce(
     parts = [
         _crlf(
             "Content-Description: Notification\n"
-            "Content-Type: text/plain; charset=us-ascii\n\n" + "\n".join(human) + "\n"
+            "Content-Type: text/plain; charset=us-ascii\n\n"
+            + "\n".join(map(_fold, human))
+            + "\n"
         ),
         _crlf(
             "Content-Description: Delivery report\n"
-            "Content-Type: message/delivery-status\n\n" + "\n".join(status) + "\n"
+            "Content-Type: message/delivery-status\n\n"
+            + "\n".join(map(_fold, status))
+            + "\n"
         ),
         _crlf(
             "Content-Description: Undelivered Message Headers\n"

@@ -131,6 +131,7 @@ class Spool:
         self._active: Segment | None = None
         self._pending: list[Write] = []
         self._deletions: list[Segment] = []
+        self._writing: set[Segment] = set()
         self._busy = False
         self._closing: list[Deferred[None]] | None = None
         self._recovered: set[str] | None = None
@@ -268,7 +269,7 @@ class Spool:
         """
         slot = self._index[queueId]
         slot.mutable = Mutable(LIVE, attempts, nextAttempt, lastError)
-        self._writeMutable(slot.segment, slot.offset, slot.mutable)
+        self._writeMutable(slot, slot.mutable)
 
     def remove(self, queueId: str) -> None:
         """
@@ -277,7 +278,7 @@ class Spool:
         @raise KeyError: If there is no such message.
         """
         slot = self._index.pop(queueId)
-        self._writeMutable(slot.segment, slot.offset, evolve(slot.mutable, state=DONE))
+        self._writeMutable(slot, evolve(slot.mutable, state=DONE))
         self._leave(slot)
 
     def source(self, queueId: str) -> MessageSource:
@@ -309,8 +310,22 @@ class Spool:
         self._kick()
         return done
 
-    def _writeMutable(self, segment: Segment, offset: int, mutable: Mutable) -> None:
-        os.pwrite(segment.fd, mutable.encode(), offset + HEADER_SIZE)
+    def _writeMutable(self, slot: Slot, mutable: Mutable) -> None:
+        """
+        Write a record's retry state in place; a failure is logged, and
+        costs what the missing fsync may cost: after a restart the message
+        is retried sooner, or delivered again.
+        """
+        try:
+            if slot.segment.fd < 0:
+                raise SpoolClosed("the spool is closed")
+            os.pwrite(slot.segment.fd, mutable.encode(), slot.offset + HEADER_SIZE)
+        except (OSError, SpoolClosed) as e:
+            _log.error(
+                "{queueId}: could not write its retry state in the spool: {error}",
+                queueId=slot.queueId,
+                error=e,
+            )
 
     def _enter(self, slot: Slot) -> None:
         self._index[slot.queueId] = slot
@@ -329,7 +344,9 @@ class Spool:
         """
         if self._segments.get(segment.number) is not segment:
             return
-        if segment is self._active or segment.retired or self._closing is not None:
+        if segment is self._active or segment in self._writing:
+            return
+        if segment.retired or self._closing is not None:
             return
         if segment.liveCount == 0:
             segment.retired = True
@@ -371,6 +388,7 @@ class Spool:
         elif self._closing is not None:
             for segment in self._segments.values():
                 os.close(segment.fd)
+                segment.fd = -1
             self._segments.clear()
             if self._directoryFd >= 0:
                 os.close(self._directoryFd)
@@ -435,6 +453,7 @@ class Spool:
             active = self._active
         write.segment, write.offset = active, active.size
         active.size += length
+        self._writing.add(active)
         batch.writes.append(write)
         return True
 
@@ -445,6 +464,7 @@ class Spool:
         self._forget(batch.deletions)
         for write in batch.writes:
             self._place(write)
+        self._reclaimWritten()
         self._busy = False
         for write in batch.writes:
             write.deferred.callback(None)
@@ -455,13 +475,26 @@ class Spool:
             "the spool could not write {count} records", reason, count=len(batch.writes)
         )
         self._forget(batch.deletions)
+        for write in batch.writes:
+            assert write.segment is not None
+            write.segment.size = min(write.segment.size, write.offset)
         previous, self._active = self._active, None
-        if previous is not None and previous.fd >= 0:
-            self._reclaim(previous)
+        if previous is not None:
+            self._writing.add(previous)
+        self._reclaimWritten()
         self._busy = False
         for write in batch.writes:
             write.deferred.errback(reason)
         self._kick()
+
+    def _reclaimWritten(self) -> None:
+        """
+        Reclaim the segments that the commit just ended wrote to, which
+        L{_reclaim} leaves alone while their new records are not placed.
+        """
+        writing, self._writing = self._writing, set()
+        for segment in writing:
+            self._reclaim(segment)
 
     def _forget(self, segments: list[Segment]) -> None:
         for segment in segments:
@@ -478,13 +511,11 @@ class Spool:
             if old is None or (
                 write.moving is not None and old.segment is not write.moving
             ):
-                self._writeMutable(
-                    slot.segment, slot.offset, evolve(slot.mutable, state=DONE)
-                )
+                self._writeMutable(slot, evolve(slot.mutable, state=DONE))
                 return
             slot.mutable = old.mutable
-            self._writeMutable(slot.segment, slot.offset, slot.mutable)
-            self._writeMutable(old.segment, old.offset, evolve(old.mutable, state=DONE))
+            self._writeMutable(slot, slot.mutable)
+            self._writeMutable(old, evolve(old.mutable, state=DONE))
             self._enter(slot)
             self._leave(old)
         else:

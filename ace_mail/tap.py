@@ -189,8 +189,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     top = MultiService()
 
     pool = ThreadPool(minthreads=1, maxthreads=1, name="ace-mail-spool")
-    ThreadPoolService(pool).setServiceParent(top)
-
     try:
         spool = Spool.open(
             os.path.join(dataDir, "queue"), partial(deferToThreadPool, reactor, pool)
@@ -200,6 +198,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             f"ace-mail: --dataDir: {dataDir} is in use by another running ace-mail; "
             "give each process its own data directory."
         ) from None
+    ThreadPoolService(pool, spool.close).setServiceParent(top)
     sender = Sender(
         reactor,
         heloName=heloName,

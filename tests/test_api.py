@@ -18,6 +18,7 @@ from twisted.web.server import Site
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.envelope import Envelope
 from ace_mail.queue import QueueEntry
+from ace_mail.spool import SpoolClosed
 
 TOKEN = "t0ken"
 MESSAGE = "From: a@example.com\nTo: b@example.net\nSubject: hi\n\nHello.\n"
@@ -182,6 +183,21 @@ class ApiTests(SynchronousTestCase):
         )
         self.assertEqual(status, 503)
         self.assertIn("not accepted", body["error"]["message"])
+
+    def test_spoolClosedWhileStopping(self) -> None:
+        """
+        A message that comes while ace-mail stops, when the spool is closed,
+        gets 503 and is known not to be accepted, and no traceback is
+        logged.
+        """
+        self.queue.error = SpoolClosed("the spool is closed")
+        status, body, _ = self.request(
+            "POST",
+            "/v1/outgoing",
+            {"from": "a@example.com", "to": ["b@example.net"], "message": MESSAGE},
+        )
+        self.assertEqual((status, body["error"]["code"]), (503, "storageUnavailable"))
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_dateAndMessageIdAdded(self) -> None:
         """

@@ -157,6 +157,32 @@ class BounceTests(SynchronousTestCase):
             part.get_payload(decode=True).splitlines(), headers.splitlines()
         )
 
+    def test_noLineOver998(self) -> None:
+        """
+        A long original header line and a long reply still give a bounce
+        with no line over 998 bytes, which a server that refused the long
+        line takes: the headers go quoted-printable, and the reply is folded
+        and reads back whole.
+        """
+        headers = b"From: a@example.com\r\nReferences: " + b" ".join(
+            b"<%d@example.com>" % n for n in range(200)
+        )
+        text = "5.5.0 " + " ".join(f"word{n}" for n in range(300))
+        data = bounce(
+            [FailedRecipient("x@example.net", Reply(550, text), "s1")],
+            headers=headers,
+        )
+        self.assertLessEqual(max(len(line) for line in data.split(b"\r\n")), 998)
+        report, original = parse(data).get_payload()[1:]
+        [block] = report.get_payload()[1:]
+        self.assertEqual(
+            " ".join(block["Diagnostic-Code"].split()), f"smtp; 550 {text}"
+        )
+        self.assertEqual(original["Content-Transfer-Encoding"], "quoted-printable")
+        self.assertEqual(
+            original.get_payload(decode=True).splitlines(), headers.splitlines()
+        )
+
     def test_boundaryNotInContent(self) -> None:
         """
         The boundary is chosen so that it occurs nowhere in the parts, even

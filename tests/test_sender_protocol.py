@@ -117,6 +117,21 @@ class ConnectionTests(SynchronousTestCase):
         self.assertFalse(self.connection.isOpen)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_timeoutAfterCloseAborts(self) -> None:
+        """
+        A reply still awaited when the connection is closed times out as
+        usual and then aborts the connection, whose close may never finish
+        while its last bytes cannot be sent; so the connection is not held
+        for ever.
+        """
+        self.receive("220 ready")
+        reply = self.connection.command("NOOP", 300)
+        self.connection.close()
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(300)
+        self.assertEqual(self.failureReply(reply).code, 421)
+        self.assertTrue(self.transport.disconnected)
+
     def test_commandOnClosedConnection(self) -> None:
         """
         A command on a closed connection fails at once.

@@ -553,3 +553,189 @@ class SourceTests(SpoolTestsMixin, SynchronousTestCase):
         source = spool.source(queueId)
         spool.remove(queueId)
         self.assertRaises(LookupError, source.open)
+
+
+class InFlightTests(SpoolTestsMixin, SynchronousTestCase):
+    """
+    A segment that a commit under way is writing to is never deleted.
+    """
+
+    def test_rotatedSegmentWithNewRecordsKept(self) -> None:
+        """
+        When a group commit puts its first record in the active segment,
+        which has no live record left, and a later one in a new segment,
+        the first record survives the rotation, the reclaim that follows and
+        a restart.
+        """
+        directory = self.mktemp()
+        runner = HeldRunner()
+        spool = self.openSpool(directory, runner, segmentSize=4000)
+        first = spool.add(ENVELOPE, message(0, 1000), 1.0)
+        first.addCallback(spool.remove)
+        kept = spool.add(ENVELOPE, message(1, 1000), 2.0)
+        spool.add(ENVELOPE, message(2, 3000), 3.0)
+        while runner.jobs:
+            runner.runOne()
+        queueId = self.successResultOf(kept)
+        self.assertEqual(readAll(spool, queueId), message(1, 1000))
+        spool = self.reopen(spool, directory)
+        self.assertIn(queueId, [found.queueId for found in spool.recover()])
+
+    def test_segmentEmptiedDuringTheCommitKept(self) -> None:
+        """
+        When the last live record of a segment that a commit under way is
+        writing to is removed during the commit, the segment stays, with the
+        new record in it.
+        """
+        directory = self.mktemp()
+        runner = HeldRunner()
+        spool = self.openSpool(directory, runner, segmentSize=4000)
+        older = spool.add(ENVELOPE, message(0, 800), 1.0)
+        runner.runOne()
+        busy = spool.add(ENVELOPE, message(1, 800), 2.0)
+        kept = spool.add(ENVELOPE, message(2, 800), 3.0)
+        spool.add(ENVELOPE, message(3, 3000), 4.0)
+        runner.runOne()
+        spool.remove(self.successResultOf(older))
+        spool.remove(self.successResultOf(busy))
+        while runner.jobs:
+            runner.runOne()
+        queueId = self.successResultOf(kept)
+        self.assertEqual(readAll(spool, queueId), message(2, 800))
+        spool = self.reopen(spool, directory)
+        self.assertIn(queueId, [found.queueId for found in spool.recover()])
+
+
+class FailedCommitTests(SpoolTestsMixin, SynchronousTestCase):
+    """
+    The records of a commit that failed never come back after a restart.
+    """
+
+    def breakFsync(self) -> None:
+        def broken(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "fsync", broken)
+
+    def failedAdd(self, spool: Spool, n: int, size: int = 60) -> None:
+        self.breakFsync()
+        self.failureResultOf(spool.add(ENVELOPE, message(n, size), 1.0), OSError)
+        self.flushLoggedErrors(OSError)
+        self.patch(os, "fsync", lambda fd: None)
+
+    def test_failedAddNotRecovered(self) -> None:
+        """
+        A message whose add failed, and so was never accepted, is not in the
+        spool after a restart, though its record was written whole.
+        """
+        directory = self.mktemp()
+        spool = self.openSpool(directory)
+        ids = self.fill(spool, 1)
+        self.failedAdd(spool, 1)
+        ids += self.fill(spool, 1, first=2)
+        spool = self.reopen(spool, directory)
+        self.assertEqual([found.queueId for found in spool.recover()], ids)
+
+    def test_failedAddInANewSegmentNotRecovered(self) -> None:
+        """
+        A message whose add failed in a segment file that its commit created
+        is not in the spool after a restart, and that file is gone.
+        """
+        directory = self.mktemp()
+        spool = self.openSpool(directory, segmentSize=4000)
+        ids = self.fill(spool, 1, size=3000)
+        self.failedAdd(spool, 1, size=3000)
+        self.assertEqual(
+            sorted(name for name in os.listdir(directory) if name.startswith("seg-")),
+            ["seg-00000001"],
+        )
+        spool = self.reopen(spool, directory)
+        self.assertEqual([found.queueId for found in spool.recover()], ids)
+
+    def test_failedReplaceNotRecovered(self) -> None:
+        """
+        When a replace fails and the message is later removed, the record of
+        the failed replace does not bring the message back after a restart.
+        """
+        directory = self.mktemp()
+        spool = self.openSpool(directory)
+        ids = self.fill(spool, 2)
+        self.breakFsync()
+        fewer = Envelope(ENVELOPE.sender, ["b@example.net"])
+        self.failureResultOf(spool.replace(ids[0], fewer), OSError)
+        self.flushLoggedErrors(OSError)
+        self.patch(os, "fsync", lambda fd: None)
+        spool.remove(ids[0])
+        spool = self.reopen(spool, directory)
+        self.assertEqual([found.queueId for found in spool.recover()], ids[1:])
+
+
+class InPlaceWriteTests(SpoolTestsMixin, SynchronousTestCase):
+    """
+    The retry state written in place is best effort, like its missing
+    fsync: a failure to write it is logged and stops nothing.
+    """
+
+    def breakInPlaceWrites(self) -> list[int]:
+        """
+        Make every in-place write of a retry state fail with EIO.
+
+        @return: The descriptors that in-place writes were tried on.
+        """
+        tried: list[int] = []
+        realPwrite = os.pwrite
+
+        def pwrite(fd: int, data: Any, offset: int) -> int:
+            if len(data) == _spoolformat.MUTABLE_SIZE:
+                tried.append(fd)
+                raise OSError(errno.EIO, "Input/output error")
+            return realPwrite(fd, data, offset)
+
+        self.patch(os, "pwrite", pwrite)
+        return tried
+
+    def test_failedInPlaceWriteDuringACommit(self) -> None:
+        """
+        When the retry state of a replaced record cannot be written in
+        place, the replace still completes and the spool takes the next
+        message.
+        """
+        spool = self.openSpool(self.mktemp())
+        ids = self.fill(spool, 1)
+        tried = self.breakInPlaceWrites()
+        fewer = Envelope(ENVELOPE.sender, ["b@example.net"])
+        with capturedLogs() as events:
+            self.successResultOf(spool.replace(ids[0], fewer))
+        self.assertTrue(tried)
+        self.assertIn(ids[0], [event.get("queueId") for event in events])
+        self.fill(spool, 1, first=1)
+
+    def test_failedInPlaceRemove(self) -> None:
+        """
+        A remove whose in-place write fails still takes the message out, and
+        its segment is deleted once nothing in it is live.
+        """
+        directory = self.mktemp()
+        spool = self.openSpool(directory, segmentSize=4000)
+        ids = self.fill(spool, 4, size=1000)
+        self.breakInPlaceWrites()
+        with capturedLogs():
+            spool.remove(ids[0])
+            spool.remove(ids[1])
+        self.assertRaises(KeyError, spool.source, ids[0])
+        self.assertNotIn("seg-00000001", os.listdir(directory))
+
+    def test_noWritesAfterClose(self) -> None:
+        """
+        An update or a remove that comes after the spool is closed (from a
+        delivery that ended late) writes to no descriptor, since the
+        numbers of the closed ones may belong to other files by then.
+        """
+        spool = self.openSpool(self.mktemp())
+        ids = self.fill(spool, 2)
+        self.successResultOf(spool.close())
+        tried = self.breakInPlaceWrites()
+        with capturedLogs():
+            spool.update(ids[0], 1, 2.0, "451 later")
+            spool.remove(ids[1])
+        self.assertEqual(tried, [])

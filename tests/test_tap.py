@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Any, Callable
 
-from twisted.application.service import IServiceCollection, IServiceMaker
+from twisted.application.service import (
+    IServiceCollection,
+    IServiceMaker,
+    MultiService,
+)
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,8 +22,12 @@ from zope.interface.verify import verifyObject
 
 from ace_mail import tap
 from ace_mail._parameters import PARAMETERS
+from ace_mail._services import ThreadPoolService
 from ace_mail._tapparts import outgoingRoutes
 from ace_mail.config import load
+from ace_mail.envelope import Envelope
+from ace_mail.queue import Queue
+from ace_mail.spool import Spool
 
 
 class PluginTests(SynchronousTestCase):
@@ -237,3 +248,62 @@ class RoutesTests(SynchronousTestCase):
                 "entrance/acme": ["entrance/acme/1 smtp.acme.example:587"],
             },
         )
+
+
+class _HeldPool:
+    """
+    Stands in for the spool's L{ThreadPool}: it holds each job until the test
+    runs it, and like a stopped L{ThreadPool} it drops work handed to it after
+    L{stop}.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+        self.stopped = False
+
+    def start(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def run(self, work: Callable[[], Any]) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        if not self.stopped:
+            self.jobs.append((work, done))
+        return done
+
+    def runAll(self) -> None:
+        while self.jobs:
+            work, done = self.jobs.pop(0)
+            maybeDeferred(work).chainDeferred(done)
+
+
+class SpoolThreadTests(SynchronousTestCase):
+    """
+    The spool's thread outlives the spool.
+    """
+
+    def test_stopUnderLoad(self) -> None:
+        """
+        When ace-mail stops while a group commit runs and more messages wait
+        for the next one, the thread is kept until the spool has written
+        them and closed: the stop ends, and every waiting add is answered.
+        """
+        pool = _HeldPool()
+        spool = Spool.open(self.mktemp(), pool.run)
+        top = MultiService()
+        ThreadPoolService(pool, spool.close).setServiceParent(top)
+        Queue(
+            Clock(), spool, lambda *args: Deferred(), hostname="test"
+        ).setServiceParent(top)
+        top.startService()
+        envelope = Envelope("agent@example.com", ["a@example.net"])
+        message = b"Subject: hi\r\n\r\nhello\r\n"
+        adds = [spool.add(envelope, message, 1.0) for n in range(3)]
+        stopped = top.stopService()
+        pool.runAll()
+        self.successResultOf(stopped)
+        self.assertTrue(pool.stopped)
+        for added in adds:
+            self.successResultOf(added)

@@ -271,8 +271,10 @@ class SMTPConnection(LineReceiver):
         self._cancelTimer()
         expected, self._expected = self._expected, deque()
         writer, self._writer = self._writer, None
-        if not self._closed:
-            self._closed = True
+        self._closed = True
+        if not self._lost:
+            # Even after close(): a graceful close waits for the write
+            # buffer to drain, which a stalled server may never allow.
             self._wire.abortConnection()
         if writer is not None:
             writer.fail(SessionFailure(reply, closedByPeer))
