@@ -471,9 +471,19 @@ class Spool:
         self._kick()
 
     def _failed(self, reason: Failure, batch: Batch) -> None:
-        _log.failure(
-            "the spool could not write {count} records", reason, count=len(batch.writes)
-        )
+        if reason.check(OSError):
+            _log.error(
+                "The spool could not store {count} messages, which were refused: "
+                "{reason}",
+                count=len(batch.writes),
+                reason=reason.getErrorMessage(),
+            )
+        else:
+            _log.failure(
+                "The spool could not store {count} messages",
+                reason,
+                count=len(batch.writes),
+            )
         self._forget(batch.deletions)
         for write in batch.writes:
             assert write.segment is not None

@@ -335,13 +335,19 @@ class QueueTests(SynchronousTestCase):
         queue = FakeQueue(failAt=1)
         factory = makeFactory(queue=queue)
         client = Client(factory)
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         client.transaction(f"{OPEN_ID}@{HOST}", "colleague@agents.example.org")
         self.assertEqual(
             client.message(),
             "451 4.3.0 the message could not be stored; try again later",
         )
         self.assertEqual(queue.deleted, ["q0"])
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        [refused] = [e for e in events if "could not store it" in e["log_format"]]
+        self.assertEqual(refused["queueIds"], ["q0"])
+        self.assertNotIn("log_failure", refused)
+        self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(factory.refusals["queue-failure"], 1)
         self.assertEqual(client.command("NOOP"), "250 2.0.0 OK")
 

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from ..address import isMailbox
 from ..envelope import Envelope
 from ..rewrite import RewriteError
+from ..spool import SpoolClosed
 from ..store import Contact, Entrance, IIntakeStore
 from . import _replies as replies
 from ._data import MessageReader
@@ -288,14 +289,26 @@ class ProxyProtocol(Session):
             error = reason.value
             storedIds = error.stored if isinstance(error, EnqueueFailed) else []
             cause = error.__cause__ if error is not None else None
-            _log.failure(
-                "{peer} cannot queue a message (contacts: {contactIds}); "
-                "copies queued and deleted again: {queueIds}",
-                Failure(cause) if cause is not None else reason,
-                peer=self.peer,
-                contactIds=contactIds,
-                queueIds=storedIds,
-            )
+            why = Failure(cause) if cause is not None else reason
+            if why.check(OSError, SpoolClosed):
+                _log.error(
+                    "{peer} message refused, the queue could not store it "
+                    "(contacts: {contactIds}; copies queued and deleted again: "
+                    "{queueIds}): {reason}",
+                    peer=self.peer,
+                    contactIds=contactIds,
+                    queueIds=storedIds,
+                    reason=why.getErrorMessage(),
+                )
+            else:
+                _log.failure(
+                    "{peer} cannot queue a message (contacts: {contactIds}); "
+                    "copies queued and deleted again: {queueIds}",
+                    why,
+                    peer=self.peer,
+                    contactIds=contactIds,
+                    queueIds=storedIds,
+                )
             self.refuse(replies.NOT_QUEUED, queueIds=storedIds)
 
         threads = [
