@@ -90,6 +90,25 @@ def entranceMap(settings: Settings) -> dict[str, Entrance]:
     }
 
 
+PROXY_BACKLOG = 1024
+"""
+The listen backlog of the proxy unless its endpoint string gives one:
+Twisted's default of 50 leaves a burst of connections waiting on SYN
+retries for minutes.
+"""
+
+
+def withBacklog(listen: str) -> str:
+    """
+    @return: The endpoint string C{listen}, with L{PROXY_BACKLOG} added when
+        it is a TCP or TLS endpoint that names no backlog.
+    """
+    kind = listen.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in listen:
+        return f"{listen}:backlog={PROXY_BACKLOG}"
+    return listen
+
+
 def proxyService(
     reactor: Any,
     settings: Settings,
@@ -150,7 +169,7 @@ def proxyService(
         implicitTls=listen.startswith("ssl:"),
     )
     try:
-        endpoint = serverFromString(reactor, listen)
+        endpoint = serverFromString(reactor, withBacklog(listen))
     except (ValueError, OSError) as e:
         raise SystemExit(
             f"ace-mail: --smtpProxyPort: cannot use {listen!r}: {e}."

@@ -23,7 +23,7 @@ from zope.interface.verify import verifyObject
 from ace_mail import tap
 from ace_mail._parameters import PARAMETERS
 from ace_mail._services import ThreadPoolService
-from ace_mail._tapparts import outgoingRoutes
+from ace_mail._tapparts import outgoingRoutes, withBacklog
 from ace_mail.config import load
 from ace_mail.envelope import Envelope
 from ace_mail.queue import Queue
@@ -307,3 +307,22 @@ class SpoolThreadTests(SynchronousTestCase):
         self.assertTrue(pool.stopped)
         for added in adds:
             self.successResultOf(added)
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    L{ace_mail._tapparts.withBacklog}.
+    """
+
+    def test_added(self) -> None:
+        """
+        A TCP or TLS endpoint without a backlog gets the proxy's; one that
+        names its own, or a UNIX socket, is left alone.
+        """
+        self.assertEqual(withBacklog("tcp:25"), "tcp:25:backlog=1024")
+        self.assertEqual(
+            withBacklog("tcp:2525:interface=127.0.0.1"),
+            "tcp:2525:interface=127.0.0.1:backlog=1024",
+        )
+        self.assertEqual(withBacklog("tcp:25:backlog=10"), "tcp:25:backlog=10")
+        self.assertEqual(withBacklog("unix:/run/ace.sock"), "unix:/run/ace.sock")

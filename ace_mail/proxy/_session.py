@@ -45,7 +45,9 @@ class Session(Protocol):
     reading stops, input that already arrived stays in the buffer, and it
     is handled once the answer is written, so that a pipelining client
     cannot run ahead. A line that does not end within L{HARD_LINE_LIMIT}
-    bytes closes the connection.
+    bytes closes the connection. Only a line's end restarts the timeout, so
+    a client that trickles bytes without ever ending a line (slowloris) is
+    closed when it runs out.
 
     @ivar peer: The client's address and port, for logs.
     @ivar mode: What the next input is.
@@ -60,6 +62,7 @@ class Session(Protocol):
         self.closing = False
         self._buffer = b""
         self._pos = 0
+        self._lastByte = b""
         self._busy = False
         self._processing = False
         self._admitted = False
@@ -119,8 +122,10 @@ class Session(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
+        lineEnded = b"\r\n" in self._lastByte + data
+        self._lastByte = data[-1:] or self._lastByte
         self._buffer += data
-        self._process()
+        self._process(restartTimer=lineEnded)
 
     def discardInput(self) -> int:
         """
@@ -132,7 +137,7 @@ class Session(Protocol):
         self._buffer, self._pos = b"", 0
         return dropped
 
-    def _process(self) -> None:
+    def _process(self, restartTimer: bool = True) -> None:
         if self._processing:
             return
         self._processing = True
@@ -156,7 +161,7 @@ class Session(Protocol):
         idle = not self._busy and not self.closing
         if idle and len(self._buffer) > HARD_LINE_LIMIT:
             self.closeWith(replies.UNTERMINATED_LINE)
-        self._armTimer()
+        self._armTimer(restartTimer)
 
     def wait(
         self,
@@ -189,7 +194,10 @@ class Session(Protocol):
             lambda reason: _log.failure("{peer} session failed", reason, peer=self.peer)
         )
 
-    def _armTimer(self) -> None:
+    def _armTimer(self, restart: bool = True) -> None:
+        """
+        Start the timeout, or with C{restart} start it again from now.
+        """
         if self._busy or self.closing:
             return
         if self.mode is Mode.DATA:
@@ -197,7 +205,8 @@ class Session(Protocol):
         else:
             timeout = self.settings.idleTimeout
         if self._timer is not None and self._timer.active():
-            self._timer.reset(timeout)
+            if restart:
+                self._timer.reset(timeout)
         else:
             self._timer = self.factory.clock.callLater(timeout, self._timedOut)
 

@@ -26,6 +26,12 @@ from ._encoder import DataEncoder
 
 CHUNK_SIZE = 64 * 1024
 
+MAX_REPLY_SIZE = 64 * 1024
+"""
+The most text one reply may have over all its lines; a server that goes on
+sending continuation lines is given up on rather than buffered.
+"""
+
 
 class SessionFailure(Exception):
     """
@@ -53,11 +59,14 @@ class _Expectation:
     @ivar deferred: Fires with the L{Reply}.
     @ivar timeout: Seconds to wait for it, counted from the previous reply.
     @ivar what: What the reply answers, for the timeout's sentence.
+    @ivar sentDuring: How many reads had begun when the command was sent: a
+        reply found in that same read was sent before the command was.
     """
 
     deferred: Deferred[Reply]
     timeout: float
     what: str
+    sentDuring: int
 
 
 class SMTPConnection(LineReceiver):
@@ -65,9 +74,11 @@ class SMTPConnection(LineReceiver):
     The client side of one SMTP connection.
 
     It sends commands, alone or pipelined, and matches the replies to them
-    in order. Each reply has its own timeout; when one runs out, or the
-    connection is lost, every outstanding reply fails with a
-    L{SessionFailure} and the connection is closed.
+    in order. Each reply has its own timeout; when one runs out, the
+    connection is lost, or a reply comes before its command was sent (a
+    server that answers ahead, such as with a 250 for a message it has not
+    seen), every outstanding reply fails with a L{SessionFailure} and the
+    connection is closed.
 
     @ivar peer: The server's address as C{host:port}, for the sentences of
         local failures.
@@ -84,12 +95,14 @@ class SMTPConnection(LineReceiver):
         self._greetingTimeout = greetingTimeout
         self._expected: deque[_Expectation] = deque()
         self._lines: list[str] = []
+        self._replySize = 0
         self._timer: IDelayedCall | None = None
         self._writer: _MessageWriter | None = None
         self._wire: Any = None
         self._closed = False
         self._lost = False
         self._closeWaiters: list[Deferred[None]] = []
+        self._reads = 0
         self.greeting: Deferred[Reply] = Deferred()
 
     @property
@@ -108,6 +121,10 @@ class SMTPConnection(LineReceiver):
             setNoDelay(True)
         self._expect(self._greetingTimeout, "the greeting").chainDeferred(self.greeting)
 
+    def dataReceived(self, data: bytes) -> None:
+        self._reads += 1
+        super().dataReceived(data)
+
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
         code, separator, rest = text[:3], text[3:4], text[4:]
@@ -116,15 +133,26 @@ class SMTPConnection(LineReceiver):
             return
 
         self._lines.append(rest)
+        self._replySize += len(rest) + 1
+        if self._replySize > MAX_REPLY_SIZE:
+            self._failAll(Reply(421, f"overlong reply from {self.peer}"))
+            return
         if separator == "-":
             return
 
         reply = Reply(int(code), "\n".join(self._lines))
-        self._lines = []
+        self._lines, self._replySize = [], 0
         if not self._expected:
             # A reply nobody asked for: the server is closing the connection
             # (for example a 421 after its idle timeout).
             self.close()
+            return
+
+        if self._expected[0].sentDuring == self._reads:
+            what = self._expected[0].what
+            self._failAll(
+                Reply(421, f"{self.peer} replied to {what} before it was sent")
+            )
             return
 
         expectation = self._expected.popleft()
@@ -234,7 +262,7 @@ class SMTPConnection(LineReceiver):
         return SessionFailure(Reply(421, f"connection to {self.peer} closed"), True)
 
     def _expect(self, timeout: float, what: str) -> Deferred[Reply]:
-        expectation = _Expectation(Deferred(), timeout, what)
+        expectation = _Expectation(Deferred(), timeout, what, self._reads)
         self._expected.append(expectation)
         self._armTimer()
         return expectation.deferred
