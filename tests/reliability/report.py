@@ -43,8 +43,10 @@ def main() -> int:
         for figure, entry in figures.items():
             value = str(entry["value"]).replace("|", "\\|")
             parts.append(f"| {figure} | {value} | `{entry['command']}` |")
+    text = "\n".join(parts) + "\n"
     with open(REPORT, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts) + "\n")
+        f.write(text)
+    print(text)
     print(f"report: wrote {REPORT}")
     return 0
 
