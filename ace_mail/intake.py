@@ -46,7 +46,7 @@ from ace_mail.autoanswer import answerEnvelope, buildAnswer, whyNotAnswer
 from ace_mail.envelope import Envelope
 from ace_mail.inbound import parseHeaders, readInbound
 from ace_mail.mime import headerPart
-from ace_mail.physical import buildPhysical, physicalEnvelope
+from ace_mail.physical import buildPhysical, physicalEnvelope, standInOriginal
 from ace_mail.queue import Queue
 from ace_mail.spool import newQueueId
 from ace_mail.store import (
@@ -56,12 +56,14 @@ from ace_mail.store import (
     QUEUED,
     REFUSED,
     Arrival,
+    Contact,
     Dispatch,
     IIntakeStore,
     Plan,
     Planned,
     Taken,
     newContactId,
+    standInName,
 )
 
 _log = Logger()
@@ -356,9 +358,11 @@ class Intake:
         if not isMailbox(agentAddress):
             raise DeliverError(f"{agentAddress!r} is not a mail address.")
         contact = await self._store.get(contactId)
+        if contact is None:
+            raise DeliverError(f"Contact {contactId} is not known.")
         original = await self._store.originalOf(contactId)
-        if contact is None or original is None:
-            raise DeliverError(f"Contact {contactId} has no stored email.")
+        if original is None:
+            original = self._standIn(contact)
         dispatch = Dispatch(
             newQueueId(),
             AGENT,
@@ -375,6 +379,29 @@ class Intake:
                 " log says why."
             )
         return dispatch.queueId
+
+    def _standIn(self, contact: Contact) -> str:
+        """
+        Keep the stand-in email of a contact that has none (one made through
+        the API) among the originals, once, and name it.
+        """
+        name = standInName(contact.id)
+        path = os.path.join(self._originals, name)
+        entrance = self._entrances.get(contact.entrance)
+        if entrance is None:
+            raise DeliverError(
+                f"Contact {contact.id} belongs to entrance {contact.entrance!r},"
+                " which is not configured."
+            )
+        if not os.path.exists(path):
+            partial = path + ".partial"
+            with open(partial, "wb") as f:
+                f.write(standInOriginal(contact, entrance))
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(partial, path)
+            _fsyncDirectory(self._originals)
+        return name
 
     async def _sendLogged(self, dispatch: Dispatch) -> None:
         try:

@@ -19,10 +19,13 @@ Pure functions: no I/O, no clock.
 from __future__ import annotations
 
 import re
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate
 
 from ace_mail._entrances import EntranceConfig
 from ace_mail.envelope import Envelope
-from ace_mail.store import Entrance
+from ace_mail.store import Contact, Entrance
 
 _FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _UNSAFE = re.compile(rb"[\x00\r]")
@@ -159,3 +162,28 @@ def physicalEnvelope(entrance: EntranceConfig, agentAddress: str) -> Envelope:
         the agent, on the entrance's route.
     """
     return Envelope(entrance.address, (agentAddress,), entrance.routeName)
+
+
+def standInOriginal(contact: Contact, entrance: EntranceConfig) -> bytes:
+    """
+    The email that stands in for a contact made through the API, which has
+    no customer email of its own, so that it can be delivered to an agent
+    like any other.
+
+    @return: A short text message from the customer to the entrance, with
+        the contact's subject, creation time and Message-ID.
+    """
+    message = EmailMessage(policy=SMTP)
+    message["From"] = contact.formattedCustomer()
+    message["To"] = Entrance(
+        entrance.name, entrance.address, entrance.displayName
+    ).formatted()
+    message["Subject"] = contact.subject or "(no subject)"
+    message["Date"] = formatdate(contact.created)
+    if contact.messageId is not None:
+        message["Message-ID"] = contact.messageId
+    message.set_content(
+        f"Contact {contact.id} was made through ACE's API and has no customer\n"
+        "email of its own. Answer the customer by replying to this message.\n"
+    )
+    return message.as_bytes()

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ace_mail.intake import DeliverError, IntakeResult
-from ace_mail.store import IIntakeStore, SQLiteContactStore
+from ace_mail.store import IIntakeStore, SQLiteContactStore, standInName
 from ace_mail.store._sqlite import MIGRATIONS, migrate
 from tests.intakeharness import (
     REROUTE,
@@ -437,7 +437,7 @@ class PhysicalEmailTests(IntakeTestCase):
     def test_deliverRefused(self) -> None:
         """
         L{Intake.deliver} fails with a sentence for an unknown contact, a
-        contact without a stored email and an address that is none.
+        contact whose entrance is gone and an address that is none.
         """
         first = self.take(email(), "u1")
         assert first.contactId is not None
@@ -446,9 +446,9 @@ class PhysicalEmailTests(IntakeTestCase):
             intake.deliver("a" * 20, "agent@desk.example"), DeliverError
         )
         self.failureResultOf(intake.deliver(first.contactId, "agent"), DeliverError)
-        made = self.successResultOf(
+        orphan = self.successResultOf(
             self.harness.store.create(
-                entrance="acme",
+                entrance="gone",
                 customerAddress="b@x.example",
                 customerName="",
                 subject="",
@@ -459,9 +459,45 @@ class PhysicalEmailTests(IntakeTestCase):
             )
         )
         failure = self.failureResultOf(
-            intake.deliver(made.id, "agent@desk.example"), DeliverError
+            intake.deliver(orphan.id, "agent@desk.example"), DeliverError
         )
-        self.assertIn("has no stored email", str(failure.value))
+        self.assertIn("not configured", str(failure.value))
+
+    def test_deliverWithoutStoredEmail(self) -> None:
+        """
+        A contact made through the API has no customer email; its physical
+        email is a stand-in from the contact's address that names the
+        contact, kept among the originals until the contact is purged.
+        """
+        made = self.successResultOf(
+            self.harness.store.create(
+                entrance="acme",
+                customerAddress="b@x.example",
+                customerName="Bo Beck",
+                subject="Phone call",
+                messageId=None,
+                references=(),
+                externalId=None,
+                now=0.0,
+            )
+        )
+        intake = self.harness.intake
+        queueId = self.successResultOf(intake.deliver(made.id, "agent@desk.example"))
+        envelope, data = self.harness.sent()[queueId]
+        physical = parse(data)
+        self.assertEqual(envelope.recipients, ("agent@desk.example",))
+        sender = physical["From"].addresses[0]
+        self.assertEqual(sender.display_name, "Bo Beck")
+        self.assertEqual(sender.addr_spec, f"{made.id}@{REROUTE}")
+        self.assertEqual(str(physical["Subject"]), "Phone call")
+        self.assertIn(made.id, physical.get_content())
+        stored = os.path.join(
+            self.harness.store.originalsDirectory, standInName(made.id)
+        )
+        self.assertTrue(os.path.exists(stored))
+        self.successResultOf(self.harness.store.end(made.id, 1.0))
+        self.successResultOf(self.harness.store.purge(2.0))
+        self.assertFalse(os.path.exists(stored))
 
 
 class PurgeTests(IntakeTestCase):

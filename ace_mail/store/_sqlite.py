@@ -282,12 +282,14 @@ class SQLiteContactStore:
         return execute(self._purge, endedBefore)
 
     def _purge(self, endedBefore: float) -> int:
-        count, originals = intake.purge(self._connection, endedBefore)
-        for name in originals:
+        count, names = intake.purge(self._connection, endedBefore)
+        originals = []
+        for name in names:
             try:
                 os.unlink(os.path.join(self.originalsDirectory, name))
             except FileNotFoundError:
-                pass
+                continue
+            originals.append(name)
         if originals:
             fd = os.open(self.originalsDirectory, os.O_RDONLY | os.O_DIRECTORY)
             try:

@@ -336,6 +336,14 @@ def originalOf(connection: sqlite3.Connection, contactId: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def standInName(contactId: str) -> str:
+    """
+    @return: The name, among the originals, of the stand-in email of a
+        contact that has no customer email of its own.
+    """
+    return f"api-{contactId.lower()}"
+
+
 def purge(connection: sqlite3.Connection, endedBefore: float) -> tuple[int, list[str]]:
     """
     Delete the contacts ended before a time with their dispatches and sent
@@ -355,6 +363,10 @@ def purge(connection: sqlite3.Connection, endedBefore: float) -> tuple[int, list
                 (endedBefore,),
             )
         ]
+        originals.extend(
+            standInName(str(row[0]))
+            for row in connection.execute(doomed, (endedBefore,))
+        )
         connection.execute(
             f"UPDATE intake SET original = NULL WHERE contactId IN ({doomed})",
             (endedBefore,),

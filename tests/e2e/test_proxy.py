@@ -412,6 +412,44 @@ class TrustedClientTests(_ProxyTestCase):
         self.assertEqual((code, text[:5]), (550, b"5.1.1"), text)
         self.assertEqual(len(self.quiet()), 1)
 
+    def test_aceAgentFlow(self) -> None:
+        """
+        What ACE Agent does with one contact, over the API and the proxy: make
+        it, deliver it to the agent's mailbox, answer it from the agent's
+        client, end it, answer again within the retention (delivered) and
+        after it (refused at RCPT).
+        """
+        contact = self.newContact()
+        status, queued = self.aceMail._request(
+            "POST", f"/v1/contacts/{contact['id']}/deliver", {"agent": AGENT}
+        )
+        self.assertEqual(status, 202, queued)
+        [physical] = self.deliveriesTo(AGENT)
+        self.assertIn(f"<{contact['address']}>".encode(), physical.content)
+
+        def reply(subject: str) -> None:
+            client = self.client()
+            message = agentReply(contact["address"], subject)
+            self.assertEqual(client.sendmail(AGENT, [contact["address"]], message), {})
+            client.quit()
+
+        reply("Re: first answer")
+        self.deliveriesTo(CUSTOMER_ADDRESS, 1)
+        self.assertEqual(self.aceMail.endContact(contact["id"])["state"], "ended")
+        expiry = time.monotonic() + RETENTION_HOURS * 3600
+        reply("Re: second answer")
+        copies = self.deliveriesTo(CUSTOMER_ADDRESS, 2)
+        self.assertEqual({c.mailFrom for c in copies}, {ENTRANCE_ADDRESS})
+        for copy in copies:
+            self.assertNotIn(AGENT.encode(), copy.content.lower())
+
+        time.sleep(max(0.0, expiry + 1.5 - time.monotonic()))
+        late = self.client()
+        self.assertEqual(late.mail(AGENT)[0], 250)
+        code, text = late.rcpt(contact["address"])
+        self.assertEqual((code, text[:5]), (550, b"5.1.1"), text)
+        self.assertEqual(len(self.sentTo(CUSTOMER_ADDRESS)), 2)
+
     def test_unknownContactRefused(self) -> None:
         """
         A reply to a contact address that names no contact gets 550 5.1.1
