@@ -19,6 +19,7 @@ from ._spoolformat import (
     LIVE,
     PAYLOAD_OFFSET,
     Found,
+    MessageParts,
     Mutable,
     Range,
     messageOffset,
@@ -100,8 +101,10 @@ class Write:
     """
     A record waiting for the next group commit.
 
-    @ivar message: The message, or L{None} to copy it from the current
-        record of the same queue id when the batch is planned.
+    @ivar message: The message, as bytes or as parts copied in when the
+        batch is committed; a L{Range} of a record copied from the current
+        record of the same queue id; or L{None} to find that range when the
+        batch is planned.
     @ivar moving: For a relocation, the segment the record leaves.
     @ivar segment: Where the record goes, once planned.
     """
@@ -109,7 +112,7 @@ class Write:
     queueId: str
     envelope: Envelope
     created: float
-    message: bytes | Range | None
+    message: bytes | Range | MessageParts | None
     mutable: Mutable
     deferred: Deferred[None]
     moving: Segment | None = None
@@ -124,7 +127,10 @@ class Write:
         """
         assert self.message is not None
         message = self.message
-        size = message.length if isinstance(message, Range) else len(message)
+        if isinstance(message, (Range, MessageParts)):
+            size = message.length
+        else:
+            size = len(message)
         return PAYLOAD_OFFSET + len(self.meta) + size
 
     def slot(self) -> Slot:

@@ -23,7 +23,7 @@ import re
 import secrets
 import struct
 import zlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from attrs import frozen
 from twisted.logger import Logger
@@ -178,6 +178,50 @@ class Range:
             yield data
 
 
+@frozen
+class MessageParts:
+    """
+    A message given as pieces, to be copied into a record a chunk at a time
+    rather than held in memory whole.
+
+    @ivar pieces: The message, in order: bytes as they are, and ranges of
+        open files (such as the temporary file a message was received
+        into); each file must stay open, and unchanged in that range, until
+        the record is written.
+    """
+
+    pieces: Sequence[bytes | Range]
+
+    @property
+    def length(self) -> int:
+        """
+        The length of the whole message.
+        """
+        return sum(
+            piece.length if isinstance(piece, Range) else len(piece)
+            for piece in self.pieces
+        )
+
+    def chunks(self) -> Iterator[bytes]:
+        """
+        @return: The message, in chunks of at most L{CHUNK} bytes for the
+            ranges and as they are for the bytes.
+        @raise OSError: If a file ends before its range does.
+        """
+        for piece in self.pieces:
+            if isinstance(piece, Range):
+                yield from piece.chunks()
+            else:
+                yield piece
+
+    def read(self) -> bytes:
+        """
+        @return: The whole message in memory.
+        @raise OSError: If a file ends before its range does.
+        """
+        return b"".join(self.chunks())
+
+
 def encodeMeta(envelope: Envelope, created: float) -> bytes:
     """
     @return: The metadata of a payload, with its length in front.
@@ -207,7 +251,7 @@ def writeRecord(
     offset: int,
     queueId: str,
     meta: bytes,
-    message: bytes | Range,
+    message: bytes | Range | MessageParts,
     mutable: Mutable,
 ) -> None:
     """
@@ -215,9 +259,11 @@ def writeRecord(
 
     @param meta: The output of L{encodeMeta}.
     @param message: The message, or where to copy it from.
+    @raise OSError: If it cannot be written, or a file it is copied from
+        ends early.
     """
     crc = zlib.crc32(meta)
-    if isinstance(message, Range):
+    if isinstance(message, (Range, MessageParts)):
         position = offset + PAYLOAD_OFFSET + len(meta)
         for chunk in message.chunks():
             crc = zlib.crc32(chunk, crc)

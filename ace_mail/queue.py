@@ -24,11 +24,12 @@ from twisted.python.failure import Failure
 
 from .envelope import Envelope, MessageSource, Outcome, Reply
 from .mime import FailedRecipient, buildBounce, headerPart
-from .spool import Spool
+from .spool import MessageParts, Spool
 
 _log = Logger()
 
 _HEADER_LIMIT = 256 << 10
+SIGNED_PARTS_LIMIT = 10 << 20
 
 Deliver = Callable[[Envelope, MessageSource, str], Deferred[Outcome]]
 
@@ -208,11 +209,21 @@ class Queue(Service):
         return self._spool.close()
 
     def enqueue(
-        self, envelope: Envelope, message: bytes, queueId: str | None = None
+        self,
+        envelope: Envelope,
+        message: bytes | MessageParts,
+        queueId: str | None = None,
     ) -> Deferred[str]:
         """
         Accept a message, due at once.
 
+        @param message: The message, in memory or as parts that the spool
+            copies from their files without holding the whole in memory
+            (their files must stay open until the L{Deferred} fires or
+            fails).  With a signer, parts of less than
+            L{SIGNED_PARTS_LIMIT} bytes are read into memory and signed;
+            larger ones are queued unsigned, and a warning says so, as
+            signing needs the whole message in memory.
         @param queueId: The queue id to give it, chosen beforehand with
             L{ace_mail.spool.newQueueId} by a caller that must enqueue it
             exactly once (see L{knows}); a new one by default.
@@ -222,12 +233,23 @@ class Queue(Service):
         """
         if not envelope.recipients:
             raise ValueError("a message needs at least one recipient")
-        if self._signer is not None:
+        size = message.length if isinstance(message, MessageParts) else len(message)
+        unsigned = isinstance(message, MessageParts) and size >= SIGNED_PARTS_LIMIT
+        if self._signer is not None and not unsigned:
+            if isinstance(message, MessageParts):
+                message = message.read()
             message = self._signer(message)
+            size = len(message)
         created = self._reactor.seconds()
 
         def accepted(queueId: str) -> str:
-            entry = _Entry(queueId, envelope, created, len(message))
+            if self._signer is not None and unsigned:
+                _log.warn(
+                    "{queueId}: queued unsigned: {size} bytes is too large to sign",
+                    queueId=queueId,
+                    size=size,
+                )
+            entry = _Entry(queueId, envelope, created, size)
             entry.nextAttempt = created
             self._entries[queueId] = entry
             _log.info(

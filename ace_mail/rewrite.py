@@ -89,8 +89,59 @@ def rewriteReply(
         or if the finished copy's headers would still show one of them (a
         last check that does not trust the allow-list alone).
     """
+    end = headerEnd(message)
+    header, body = (message, b"") if end is None else (message[:end], message[end:])
+    digest = hashlib.sha256(message)
+    return (
+        rewriteHeader(header, digest, contact, entrance, fromName=fromName, hide=hide)
+        + body
+    )
+
+
+def headerEnd(data: bytes) -> int | None:
+    """
+    Find where the body starts, as L{rewriteReply} splits a message: after
+    the first empty line, or at the first line that is neither a header
+    field nor a continuation.
+
+    @param data: The start of a message, ending at the end of a line.
+    @return: Where the body starts in C{data}, or L{None} if the header
+        block has not ended within it.
+    """
+    body = _split(data)[1]
+    if body:
+        return len(data) - len(body)
+    lastLine = data[data.rfind(b"\n", 0, len(data) - 1) + 1 :]
+    if lastLine in (b"\n", b"\r\n"):
+        return len(data)
+    return None
+
+
+def rewriteHeader(
+    header: bytes,
+    digest: hashlib._Hash,
+    contact: Contact,
+    entrance: Entrance,
+    *,
+    fromName: str | None = None,
+    hide: Iterable[str] = (),
+) -> bytes:
+    """
+    Build the header block of the customer's copy of an agent's reply, for
+    a message whose body is not in memory: followed by the body unchanged,
+    it is the copy that L{rewriteReply} makes, with the same checks.
+
+    @param header: The message up to where L{headerEnd} says the body
+        starts, or the whole message if it has no body.
+    @param digest: A SHA-256 hash fed with the whole message, for the
+        Message-ID; it is copied, not changed.
+    @param fromName: As for L{rewriteReply}.
+    @param hide: As for L{rewriteReply}.
+    @return: The new header block, with the empty line that ends it.
+    @raise RewriteError: As L{rewriteReply} does.
+    """
     extra = {address for address in hide if address}
-    found = agentAddressesIn(message) | _addressesIn(message, _RECIPIENT_FIELDS)
+    found = agentAddressesIn(header) | _addressesIn(header, _RECIPIENT_FIELDS)
     shown = {
         spelling
         for address in (entrance.address, contact.customerAddress)
@@ -102,7 +153,7 @@ def rewriteReply(
         for spelling in _spellings(_normal(address).strip())
     } - shown
 
-    fields, body = _split(message)
+    fields = _split(header)[0]
     first: dict[str, str] = {}
     for name, value in fields:
         first.setdefault(name.lower(), value)
@@ -116,7 +167,10 @@ def rewriteReply(
     date = _date(first.get("date"))
     if date is not None:
         headers.append(("Date", date))
-    headers.append(("Message-ID", _newMessageId(message, contact, entrance)))
+    contactDigest = digest.copy()
+    contactDigest.update(b"\0" + contact.id.encode("ascii"))
+    domain = entrance.address.rpartition("@")[2]
+    headers.append(("Message-ID", f"<{contactDigest.hexdigest()[:32]}@{domain}>"))
     if contact.messageId is not None:
         headers.append(("In-Reply-To", contact.messageId))
     references = _references(fields, contact, entrance, secrets)
@@ -125,14 +179,14 @@ def rewriteReply(
     headers.extend(_mimeHeaders(first, secrets))
 
     block = "".join(_fold(name, value) for name, value in headers)
-    copy = block.encode("utf-8", "surrogateescape") + b"\r\n" + body
+    newHeader = block.encode("utf-8", "surrogateescape") + b"\r\n"
     for secret in secrets:
-        if secret and headerLeaks(copy, secret):
+        if secret and headerLeaks(newHeader, secret):
             raise RewriteError(
                 "its headers would still show the agent's address; "
                 "answer from ACE Agent"
             )
-    return copy
+    return newHeader
 
 
 def agentAddressesIn(message: bytes) -> set[str]:
@@ -357,16 +411,6 @@ def _date(raw: str | None) -> str | None:
         return format_datetime(parsedate_to_datetime(raw))
     except (TypeError, ValueError, IndexError):
         return None
-
-
-def _newMessageId(message: bytes, contact: Contact, entrance: Entrance) -> str:
-    """
-    @return: A Message-ID on the entrance's domain, made from a digest of
-        the message and the contact, so that each customer's copy has its
-        own and a copy made again has the same.
-    """
-    digest = hashlib.sha256(message + b"\0" + contact.id.encode("ascii"))
-    return f"<{digest.hexdigest()[:32]}@{entrance.address.rpartition('@')[2]}>"
 
 
 def _references(

@@ -34,6 +34,7 @@ from ._spoolformat import (
     DONE,
     HEADER_SIZE,
     LIVE,
+    MessageParts,
     Mutable,
     Range,
     encodeMeta,
@@ -42,6 +43,8 @@ from ._spoolformat import (
 from .envelope import Envelope, MessageSource
 
 __all__ = [
+    "MessageParts",
+    "Range",
     "Spool",
     "SpoolClosed",
     "SpoolLocked",
@@ -212,12 +215,16 @@ class Spool:
     def add(
         self,
         envelope: Envelope,
-        message: bytes,
+        message: bytes | MessageParts,
         created: float,
         queueId: str | None = None,
     ) -> Deferred[str]:
         """
         Store a new message.
+
+        @param message: The message, in memory or as parts that the writer
+            thread copies into the record a chunk at a time; the files that
+            parts name must stay open until the L{Deferred} fires or fails.
 
         @param queueId: The queue id to store it under, made by
             L{newQueueId} beforehand so that the caller can note it before

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from ace_mail.envelope import Envelope
 from ace_mail.proxy import ProxyFactory, ProxySettings
+from ace_mail.spool import MessageParts
 from ace_mail.store import Contact, Entrance
 
 CERTS = os.path.join(os.path.dirname(__file__), "certs")
@@ -89,15 +90,17 @@ class FakeQueue:
         self.automatic = automatic
         self.failAt = failAt
         self.messages: list[tuple[Envelope, bytes]] = []
+        self.given: list[MessageParts] = []
         self.waiting: list[tuple[Deferred[str], str]] = []
         self.deleted: list[str] = []
         self._count = 0
 
-    def enqueue(self, envelope: Envelope, message: bytes) -> Deferred[str]:
+    def enqueue(self, envelope: Envelope, message: MessageParts) -> Deferred[str]:
         number, self._count = self._count, self._count + 1
         if number == self.failAt:
             return fail(OSError(28, "No space left on device"))
-        self.messages.append((envelope, message))
+        self.given.append(message)
+        self.messages.append((envelope, message.read()))
         queueId = f"q{number}"
         if self.automatic:
             return succeed(queueId)

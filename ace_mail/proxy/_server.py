@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from ..address import isMailbox
 from ..envelope import Envelope
 from ..rewrite import RewriteError
-from ..spool import SpoolClosed
+from ..spool import MessageParts, Range, SpoolClosed
 from ..store import Contact, Entrance, IIntakeStore
 from . import _replies as replies
 from ._data import MessageReader
@@ -32,7 +32,13 @@ from ._policy import (
 )
 from ._sasl import MECHANISMS, SaslExchange
 from ._session import Mode, Session
-from ._transaction import EnqueueFailed, Transaction, enqueueAll, lookUpContact
+from ._transaction import (
+    EnqueueFailed,
+    Transaction,
+    enqueueAll,
+    lookUpContact,
+    readHeader,
+)
 
 if TYPE_CHECKING:
     from ._factory import ProxyFactory
@@ -242,30 +248,37 @@ class ProxyProtocol(Session):
             return None
         self.mode = Mode.COMMAND
         self._reader, self._file, self._transaction = None, None, None
-        with file:
-            if reader.refusal is not None:
-                contactIds = sorted(transaction.contacts)
-                self.refuse(reader.refusal, size=reader.size, contactIds=contactIds)
-                return rest
-            file.seek(0)
-            message = file.read()
-        self._queue(transaction, message)
+        if reader.refusal is not None:
+            file.close()
+            contactIds = sorted(transaction.contacts)
+            self.refuse(reader.refusal, size=reader.size, contactIds=contactIds)
+            return rest
+        self._queue(transaction, file)
         return rest
 
-    def _queue(self, transaction: Transaction, message: bytes) -> None:
+    def _queue(self, transaction: Transaction, file: BinaryIO) -> None:
+        """
+        Queue the copies of a received message; they are its header blocks
+        in memory and its body in C{file}, which is closed once they are all
+        stored or refused.
+        """
         contactIds = sorted(transaction.contacts)
         # A user name that is an address is the agent's too; a plain name is
         # not hidden, as it would hide every header that has the word.
         user = (self._user or b"").decode("ascii", "replace")
         hide = [transaction.sender, user if isMailbox(user) else ""]
         try:
+            file.flush()
+            header, body = readHeader(file)
             copies = transaction.copies(
-                message, self.settings.route, hide, self.settings.entranceRoutes
+                header, body, self.settings.route, hide, self.settings.entranceRoutes
             )
         except RewriteError as e:
+            file.close()
             self.refuse(replies.rewriteRefused(str(e)), contactIds=contactIds)
             return
         except Exception:
+            file.close()
             _log.failure(
                 "{peer} cannot rewrite the reply to {contactIds}",
                 peer=self.peer,
@@ -273,13 +286,14 @@ class ProxyProtocol(Session):
             )
             self.refuse(replies.REWRITE_FAILED, contactIds=contactIds)
             return
+        size = len(header) + body.length
 
         def stored(queueIds: list[str]) -> None:
             _log.info(
                 "{peer} message of {size} bytes queued as {queueIds} "
                 "(contacts: {contactIds})",
                 peer=self.peer,
-                size=len(message),
+                size=size,
                 queueIds=queueIds,
                 contactIds=contactIds,
             )
@@ -312,40 +326,52 @@ class ProxyProtocol(Session):
             self.refuse(replies.NOT_QUEUED, queueIds=storedIds)
 
         threads = [
-            (contactId, copy)
+            (contactId, copy.pieces[0])
             for contactId, (_, copy) in zip(transaction.contacts, copies, strict=False)
         ]
-        queued = Deferred.fromCoroutine(self._rememberThenQueue(threads, copies))
-        self.wait(queued, stored, failed)
+        queued = self._rememberThenQueue(threads, copies, file)
+        self.wait(Deferred.fromCoroutine(queued), stored, failed)
 
     async def _rememberThenQueue(
-        self, threads: list[tuple[str, bytes]], copies: list[tuple[Envelope, bytes]]
+        self,
+        threads: list[tuple[str, bytes | Range]],
+        copies: list[tuple[Envelope, MessageParts]],
+        file: BinaryIO,
     ) -> list[str]:
         """
         Keep the Message-ID of each customer's copy with its contact, so that
         the customer's answer to it joins the contact, then queue every copy.
         A Message-ID that cannot be kept only weakens that threading, so it
         is logged and the reply still goes.
+
+        @param file: The file that the copies' bodies are in, closed once
+            they are all stored or refused.
         """
         store = self.factory.store
-        if IIntakeStore.providedBy(store):
-            for contactId, copy in threads:
-                header = copy.partition(b"\r\n\r\n")[0] + b"\r\n"
-                found = _MESSAGE_ID.search(header)
-                if found is None:
-                    continue
-                messageId = found.group(1).decode("ascii", "replace")
-                try:
-                    await store.recordMessageId(contactId, messageId)
-                except Exception:
-                    _log.failure(
-                        "{peer} cannot keep Message-ID {messageId} of contact "
-                        "{contactId}",
-                        peer=self.peer,
-                        messageId=messageId,
-                        contactId=contactId,
-                    )
-        return await enqueueAll(self.factory.queue, copies)
+        try:
+            if IIntakeStore.providedBy(store):
+                for contactId, header in threads:
+                    await self._rememberMessageId(store, contactId, header)
+            return await enqueueAll(self.factory.queue, copies)
+        finally:
+            file.close()
+
+    async def _rememberMessageId(
+        self, store: IIntakeStore, contactId: str, header: bytes | Range
+    ) -> None:
+        found = _MESSAGE_ID.search(header) if isinstance(header, bytes) else None
+        if found is None:
+            return
+        messageId = found.group(1).decode("ascii", "replace")
+        try:
+            await store.recordMessageId(contactId, messageId)
+        except Exception:
+            _log.failure(
+                "{peer} cannot keep Message-ID {messageId} of contact {contactId}",
+                peer=self.peer,
+                messageId=messageId,
+                contactId=contactId,
+            )
 
     def do_RSET(self, argument: str) -> None:
         self._transaction = None

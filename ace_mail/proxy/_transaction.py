@@ -5,13 +5,16 @@ One mail transaction of the proxy: its recipients, and the copies it queues.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+import hashlib
+import os
+from typing import BinaryIO, Mapping, Protocol, Sequence
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from ..envelope import Envelope
-from ..rewrite import rewriteReply
+from ..rewrite import headerEnd, rewriteHeader
+from ..spool import MessageParts, Range
 from ..store import Contact, Entrance, IContactStore
 from ._policy import Refusal, Refused, retentionRefusal, senderRefusal, unknownContact
 from ._settings import ProxySettings
@@ -22,8 +25,10 @@ class MessageQueue(Protocol):
     The part of the queue that the proxy uses.
     """
 
-    def enqueue(self, envelope: Envelope, message: bytes) -> Deferred[str]:
+    def enqueue(self, envelope: Envelope, message: MessageParts) -> Deferred[str]:
         """
+        @param message: The message, its files open until the L{Deferred}
+            fires or fails.
         @return: A L{Deferred} firing with the queue id once the message is
             on disk, or failing if it could not be stored.
         """
@@ -75,42 +80,85 @@ class Transaction:
 
     def copies(
         self,
-        message: bytes,
+        header: bytes,
+        body: Range,
         route: str,
         hide: Sequence[str],
         entranceRoutes: Mapping[str, str],
-    ) -> list[tuple[Envelope, bytes]]:
+    ) -> list[tuple[Envelope, MessageParts]]:
         """
+        @param header: The message's header block, as L{readHeader} finds it.
+        @param body: The rest of the message, left in its file.
         @param route: The route of pass-through mail, and of customers' copies
             whose entrance has no route of its own in C{entranceRoutes}.
         @param hide: The agent's addresses that the envelope shows (such as
             the sender), to keep out of the customers' copies besides those
             in the message's own headers; the pass-through recipients are
             kept out too.
-        @return: One copy for each contact, rewritten by
-            L{rewriteReply}, from the entrance's address to the customer;
+        @return: One copy for each contact, its header block rewritten by
+            L{rewriteHeader}, from the entrance's address to the customer;
             and one unchanged copy for all pass-through recipients with the
-            envelope as given.
+            envelope as given. Each copy is its header block in memory and
+            the body in its file.
         @raise ace_mail.rewrite.RewriteError: When a reply cannot be
             rewritten without showing the agent.
+        @raise OSError: When the body cannot be read for the Message-ID.
         """
-        result = [
-            (
-                Envelope(
+        result = []
+        if self.contacts:
+            digest = hashlib.sha256(header)
+            for chunk in body.chunks():
+                digest.update(chunk)
+            hidden = [*hide, *self.passThrough]
+            for contact, entrance in self.contacts.values():
+                envelope = Envelope(
                     entrance.address,
                     (contact.customerAddress,),
                     entranceRoutes.get(entrance.name, route),
-                ),
-                rewriteReply(
-                    message, contact, entrance, hide=[*hide, *self.passThrough]
-                ),
-            )
-            for contact, entrance in self.contacts.values()
-        ]
+                )
+                rewritten = rewriteHeader(
+                    header, digest, contact, entrance, hide=hidden
+                )
+                result.append((envelope, MessageParts((rewritten, body))))
         if self.passThrough:
             envelope = Envelope(self.sender, tuple(self.passThrough), route)
-            result.append((envelope, message))
+            result.append((envelope, MessageParts((header, body))))
         return result
+
+
+def readHeader(file: BinaryIO) -> tuple[bytes, Range]:
+    """
+    Read the header block of a received message, leaving its body in the
+    file.
+
+    Reads grow twice as large each time, so that even a header block of
+    many megabytes is found in a few reads, and the body is read no further
+    than the read that finds its start.
+
+    @param file: The message, written and flushed; it must stay open while
+        the body is used.
+    @return: The header block, up to where L{headerEnd} says the body
+        starts (all of the message if it has no body), and where the body
+        is in the file.
+    """
+    fd = file.fileno()
+    size = os.fstat(fd).st_size
+    data = b""
+    wanted = 1 << 16
+    while True:
+        chunk = os.pread(fd, wanted, len(data))
+        data += chunk
+        if not chunk or len(data) >= size:
+            size = len(data)
+            end = headerEnd(data)
+            break
+        end = headerEnd(data[: data.rfind(b"\n") + 1])
+        if end is not None:
+            break
+        wanted *= 2
+    if end is None:
+        end = size
+    return data[:end], Range(fd, end, size - end)
 
 
 async def lookUpContact(
@@ -152,7 +200,7 @@ async def lookUpContact(
 
 
 async def enqueueAll(
-    queue: MessageQueue, copies: Sequence[tuple[Envelope, bytes]]
+    queue: MessageQueue, copies: Sequence[tuple[Envelope, MessageParts]]
 ) -> list[str]:
     """
     Queue each copy in turn, the next only once the previous is on disk.
