@@ -269,11 +269,16 @@ def startAceMail(
             cwd=work,
             env=env,
         )
-    waitFor(
-        "ace-mail's API",
-        lambda: aceMail.poll() is not None or canConnect(apiPort),
-        time.monotonic() + 30,
-    )
+    try:
+        waitFor(
+            "ace-mail's API",
+            lambda: aceMail.poll() is not None or canConnect(apiPort),
+            time.monotonic() + 30,
+        )
+    except BaseException:
+        aceMail.kill()
+        aceMail.wait(10)
+        raise
     if aceMail.poll() is not None:
         with open(logPath) as f:
             raise SystemExit(f"api_bench: ace-mail exited:\n{f.read()[-3000:]}")

@@ -106,24 +106,14 @@ def _percentile(ordered: Sequence[int], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
 
 
-def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--contacts", type=int, default=10_000_000)
-    parser.add_argument("--lookups", type=int, default=100_000)
-    parser.add_argument(
-        "--batch", type=int, default=100_000, help="rows per fill transaction"
-    )
-    parser.add_argument(
-        "--path",
-        default="/tmp/ace-mail-bench/contacts.sqlite3",
-        help="the database file; it is deleted first",
-    )
-    parser.add_argument("--seed", type=int, default=1)
-    options = parser.parse_args(argv)
-    if options.contacts < 1 or options.lookups < 2:
-        parser.error("--contacts must be at least 1 and --lookups at least 2")
+def measure(options: argparse.Namespace) -> dict[str, float]:
+    """
+    Fill a new store as C{options} say, time the lookups and print them.
 
-    print("command:", shlex.join([sys.executable, *sys.argv]))
+    @param options: C{contacts}, C{lookups}, C{batch}, C{path} and C{seed}.
+    @return: The percentiles C{p50}, C{p99}, C{p99.9} and C{max} in
+        microseconds, and C{fillSeconds}.
+    """
     directory = os.path.dirname(os.path.abspath(options.path))
     os.makedirs(directory, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
@@ -165,17 +155,51 @@ def main(argv: Sequence[str]) -> None:
     store.close()
     latencies.sort()
 
+    rate = options.contacts / fillSeconds
     print(
-        f"fill: {options.contacts:,} contacts in {fillSeconds:.1f} s ({options.contacts / fillSeconds:,.0f}/s); file {size / 2**20:,.0f} MiB"
+        f"fill: {options.contacts:,} contacts in {fillSeconds:.1f} s "
+        f"({rate:,.0f}/s); file {size / 2**20:,.0f} MiB"
+    )
+    missing = len(latencies) - found
+    print(
+        f"get(): {len(latencies):,} lookups ({found:,} existing, {missing:,} "
+        "missing), page cache of the OS warm"
     )
     print(
-        f"get(): {len(latencies):,} lookups ({found:,} existing, {len(latencies) - found:,} missing), page cache of the OS warm"
-    )
-    print(
-        f"  p50 {_percentile(latencies, 0.50):.1f} us   p99 {_percentile(latencies, 0.99):.1f} us   "
-        f"p99.9 {_percentile(latencies, 0.999):.1f} us   max {latencies[-1] / 1000:.1f} us   "
+        f"  p50 {_percentile(latencies, 0.50):.1f} us   "
+        f"p99 {_percentile(latencies, 0.99):.1f} us   "
+        f"p99.9 {_percentile(latencies, 0.999):.1f} us   "
+        f"max {latencies[-1] / 1000:.1f} us   "
         f"mean {sum(latencies) / len(latencies) / 1000:.1f} us"
     )
+    return {
+        "p50": _percentile(latencies, 0.50),
+        "p99": _percentile(latencies, 0.99),
+        "p99.9": _percentile(latencies, 0.999),
+        "max": latencies[-1] / 1000,
+        "fillSeconds": fillSeconds,
+    }
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contacts", type=int, default=10_000_000)
+    parser.add_argument("--lookups", type=int, default=100_000)
+    parser.add_argument(
+        "--batch", type=int, default=100_000, help="rows per fill transaction"
+    )
+    parser.add_argument(
+        "--path",
+        default="/tmp/ace-mail-bench/contacts.sqlite3",
+        help="the database file; it is deleted first",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    options = parser.parse_args(argv)
+    if options.contacts < 1 or options.lookups < 2:
+        parser.error("--contacts must be at least 1 and --lookups at least 2")
+
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    measure(options)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,13 @@ class AceMail:
     C{twistd -n ace-mail} with its proxy on, relaying to the sink.
     """
 
-    def __init__(self, work: str, sinkPort: int, deadline: float) -> None:
+    def __init__(
+        self,
+        work: str,
+        sinkPort: int,
+        deadline: float,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.apiPort = freePort()
         self.proxyPort = freePort()
         self.work = work
@@ -125,6 +131,7 @@ class AceMail:
             "--entranceAddress": "Support <support@example.com>",
             "--messageSizeLimit": str(60 * 2**20),
         }
+        options.update(extra or {})
         self.command = [twistd if os.access(twistd, os.X_OK) else "twistd"]
         self.command += ["-n", "--pidfile=", "ace-mail"]
         for name, value in options.items():
@@ -141,12 +148,16 @@ class AceMail:
                 cwd=work,
                 env=environment,
             )
-        waitFor(
-            "ace-mail's proxy and API",
-            lambda: self.process.poll() is not None
-            or (canConnect(self.proxyPort) and canConnect(self.apiPort)),
-            min(deadline, time.monotonic() + 30),
-        )
+        try:
+            waitFor(
+                "ace-mail's proxy and API",
+                lambda: self.process.poll() is not None
+                or (canConnect(self.proxyPort) and canConnect(self.apiPort)),
+                min(deadline, time.monotonic() + 30),
+            )
+        except BaseException:
+            self.stop()
+            raise
         if self.process.poll() is not None:
             with open(self.logPath) as f:
                 raise SystemExit(f"proxy_bench: ace-mail exited:\n{f.read()[-3000:]}")
@@ -219,11 +230,15 @@ class Postfix:
 
 
 def load(
-    arguments: argparse.Namespace, port: int, rcpt: str, sink: SmtpSink, deadline: float
+    arguments: argparse.Namespace,
+    port: int,
+    rcpt: str,
+    sink: SmtpSink | None,
+    deadline: float,
 ) -> tuple[float, int]:
     """
     Run C{smtp-source} against C{port} and wait until the sink has counted
-    every message.
+    every message; without a sink, until C{smtp-source} has had every 250.
 
     @return: The messages per second, and how many the sink counted.
     """
@@ -231,21 +246,29 @@ def load(
     command += ["-m", str(arguments.messages), "-l", str(arguments.size)]
     command += ["-f", AGENT, "-t", rcpt, f"{LOOPBACK}:{port}"]
     print("$ " + shlex.join(command))
-    before = sink.messages
+
+    def atSink() -> int:
+        if sink is None:
+            return arguments.messages if source.poll() == 0 else 0
+        return sink.messages - before
+
+    before = 0 if sink is None else sink.messages
     started = time.monotonic()
     source = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
         waitFor(
             f"{arguments.messages} messages at the sink",
-            lambda: sink.messages - before >= arguments.messages
-            or (source.poll() not in (None, 0)),
+            lambda: atSink() >= arguments.messages or (source.poll() not in (None, 0)),
             deadline,
         )
+    except BaseException:
+        source.kill()
+        raise
     finally:
         if source.poll() is None:
             source.wait(max(1.0, deadline - time.monotonic()))
     elapsed = time.monotonic() - started
-    counted = sink.messages - before
+    counted = atSink()
     if source.returncode != 0 or counted < arguments.messages:
         raise SystemExit(
             f"proxy_bench: smtp-source exited {source.returncode}; "
