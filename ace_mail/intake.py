@@ -206,10 +206,11 @@ class Intake:
 
     async def _take(self, account: AccountConfig, uidl: str, path: str) -> IntakeResult:
         entrance = self._entrances[account.entrance]
+        digest, head = _digest(path)
         await self._lock.acquire()
         try:
             if await self._store.seen(account.name, uidl):
-                if not await self._retired(account, uidl, path):
+                if not await self._retired(account, uidl, digest, head):
                     os.unlink(path)
                     _log.info(
                         "Account {account}: message {uidl} was taken already.",
@@ -217,7 +218,9 @@ class Intake:
                         uidl=uidl,
                     )
                     return IntakeResult(None, DUPLICATE)
-            taken, original = await self._record(account, entrance, uidl, path)
+            taken, original = await self._record(
+                account, entrance, uidl, path, digest, head
+            )
         finally:
             self._lock.release()
 
@@ -242,12 +245,13 @@ class Intake:
             await self._sendLogged(dispatch)
         return IntakeResult(taken.contactId, taken.outcome)
 
-    async def _retired(self, account: AccountConfig, uidl: str, path: str) -> bool:
+    async def _retired(
+        self, account: AccountConfig, uidl: str, digest: str, head: bytes
+    ) -> bool:
         """
         @return: Whether the message under a seen UIDL is another one than
             the message taken under it, so that the UIDL was freed for it.
         """
-        digest, head = _digest(path)
         messageId = readInbound(parseHeaders(head)).messageId
         retired = await self._store.retireUidl(account.name, uidl, digest, messageId)
         if retired:
@@ -260,9 +264,14 @@ class Intake:
         return retired
 
     async def _record(
-        self, account: AccountConfig, entrance: EntranceConfig, uidl: str, path: str
+        self,
+        account: AccountConfig,
+        entrance: EntranceConfig,
+        uidl: str,
+        path: str,
+        digest: str,
+        head: bytes,
     ) -> tuple[Taken, str]:
-        digest, head = _digest(path)
         headers = parseHeaders(head)
         inbound = readInbound(headers)
         key = hashlib.sha256(f"{account.name}\0{uidl}".encode()).hexdigest()

@@ -315,7 +315,7 @@ class PollSession:
         if not account.keepOnServer:
             deletions.append(self._delete(connection, message))
 
-    async def _take(self, message: MessageInfo, path: str) -> Any:
+    async def _take(self, message: MessageInfo, path: str) -> TakeResult:
         try:
             return await maybeDeferred(
                 self._intake.take, self._account, message.uid, path
