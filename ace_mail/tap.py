@@ -33,7 +33,7 @@ from ace_mail._services import (
     purgeService,
 )
 from ace_mail._tapparts import entranceMap, outgoingRoutes, proxyService
-from ace_mail.accounts import AccountPoller
+from ace_mail.accounts import AccountPoller, AccountStatus
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.apicontacts import ContactEndpoints
 from ace_mail.config import ConfigError, Settings, load
@@ -287,6 +287,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         poller.setServiceParent(pollers)
     pollers.setServiceParent(top)
     metrics.watchAccounts(accountPollers)
+
+    def accountStatus() -> list[AccountStatus]:
+        return [poller.status() for poller in accountPollers]
+
     contacts = ContactEndpoints(
         reactor,
         store,
@@ -297,7 +301,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         messageSizeLimit=settings["messageSizeLimit"],
         enqueue=queue.enqueue,
         deliver=intake.deliver,
-        accounts=lambda: [poller.status() for poller in pollers],
+        accounts=accountStatus,
     )
     if webhookUrl is not None:
         Notifier(
@@ -324,7 +328,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         routes=routes,
         store=store,
         retention=retention,
-        accounts=lambda: [poller.status() for poller in accountPollers],
+        accounts=accountStatus,
         token=token,
         tokenPath=os.path.join(dataDir, "api-token"),
         hostname=heloName,

@@ -178,6 +178,28 @@ class MakeServiceTests(SynchronousTestCase):
         kinds = {type(s).__name__ for s in service}  # type: ignore[attr-defined]
         self.assertIn("Queue", kinds)
         self.assertIn("Listener", kinds)
+        listeners = [s.what for s in service if type(s).__name__ == "Listener"]  # type: ignore[attr-defined]
+        self.assertEqual(listeners, ["API"])
+
+    def test_proxyListensOnlyWhenEnabled(self) -> None:
+        """
+        With --enableSmtpProxy 1 there is a listener for the SMTP proxy
+        beside the API's; with 0 (the default) there is none.
+        """
+        service, _ = self.make(
+            "--enableSmtpProxy",
+            "1",
+            "--smtpProxyPort",
+            "tcp:0",
+            "--smtpProxyRerouteName",
+            "ace.example.com",
+            "--smtpProxySmtpServer",
+            "smtp.example.com",
+            "--entranceAddress",
+            "Support <support@example.com>",
+        )
+        listeners = [s.what for s in service if type(s).__name__ == "Listener"]  # type: ignore[attr-defined]
+        self.assertEqual(sorted(listeners), ["API", "SMTP proxy"])
 
     def test_unusableDataDir(self) -> None:
         """
