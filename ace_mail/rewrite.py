@@ -140,8 +140,9 @@ def rewriteHeader(
     @return: The new header block, with the empty line that ends it.
     @raise RewriteError: As L{rewriteReply} does.
     """
+    fields = _split(header)[0]
     extra = {address for address in hide if address}
-    found = agentAddressesIn(header) | _addressesIn(header, _RECIPIENT_FIELDS)
+    found = _addressesIn(fields, _AGENT_FIELDS + _RECIPIENT_FIELDS)
     shown = {
         spelling
         for address in (entrance.address, contact.customerAddress)
@@ -153,7 +154,6 @@ def rewriteHeader(
         for spelling in _spellings(_normal(address).strip())
     } - shown
 
-    fields = _split(header)[0]
     first: dict[str, str] = {}
     for name, value in fields:
         first.setdefault(name.lower(), value)
@@ -195,17 +195,18 @@ def agentAddressesIn(message: bytes) -> set[str]:
         Resent-From headers of C{message}, lower-cased, in any of the forms
         that L{headerLeaks} reads.
     """
-    return _addressesIn(message, _AGENT_FIELDS)
+    return _addressesIn(_split(message)[0], _AGENT_FIELDS)
 
 
-def _addressesIn(message: bytes, names: tuple[str, ...]) -> set[str]:
+def _addressesIn(fields: list[tuple[str, str]], names: tuple[str, ...]) -> set[str]:
     """
+    @param fields: Unfolded header fields, as L{_split} gives them.
     @param names: Header field names in lower case.
-    @return: The addresses in those header fields of C{message}, as
-        L{agentAddressesIn} finds them.
+    @return: The addresses in those header fields, as L{agentAddressesIn}
+        finds them.
     """
     found: set[str] = set()
-    for name, value in _split(message)[0]:
+    for name, value in fields:
         if name.lower() not in names:
             continue
         for form in _forms("", value):

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from ace_mail.rewrite import RewriteError, headerEnd, rewriteHeader, rewriteReply
+from ace_mail.rewrite import (
+    RewriteError,
+    _split,
+    headerEnd,
+    rewriteHeader,
+    rewriteReply,
+)
 from tests.strategies import hidingHeaderLines
 
 from .test_rewrite import AGENT, CONTACT, ENTRANCE
@@ -92,10 +98,34 @@ class HeaderRewriteTests(SynchronousTestCase):
         """
         For any message, L{rewriteHeader} over the part that L{headerEnd}
         finds, then the rest unchanged, gives the copy L{rewriteReply}
-        gives, or the same L{RewriteError}.
+        gives, or the same L{RewriteError}; the copy is one new header
+        block, ending in its empty line, over the message's body unchanged.
         """
         whole, streamed = both(message, hide)
         self.assertEqual(streamed, whole)
+
+        # rewriteReply delegates to rewriteHeader, so the equality alone
+        # cannot fail; check the copy against the message independently.
+        if isinstance(whole, bytes):
+            end = headerEnd(message)
+            body = b"" if end is None else message[end:]
+            self.assertTrue(whole.endswith(body))
+            newHeader = whole[: len(whole) - len(body)]
+            self.assertTrue(newHeader.endswith(b"\r\n\r\n"))
+            self.assertEqual(headerEnd(whole), len(newHeader))
+            self.assertNotIn(b"\r\n\r\n", newHeader[:-2])
+
+            # The header is made from the parsed fields and the digest
+            # alone: the same fields written out plainly give the same one.
+            plain = b"".join(
+                f"{name}: {value}\r\n".encode("ascii", "surrogateescape")
+                for name, value in _split(message)[0]
+            )
+            digest = hashlib.sha256(message)
+            self.assertEqual(
+                rewriteHeader(plain + b"\r\n", digest, CONTACT, ENTRANCE, hide=hide),
+                newHeader,
+            )
 
     @settings(max_examples=400)
     @given(message=messages(), data=st.data())
