@@ -7,7 +7,6 @@ the customers' stored emails.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from typing import Any, Callable, Mapping, Sequence
@@ -318,16 +317,13 @@ class ContactEndpoints:
         missing = ApiError(404, "notFound", f"contact {contactId} has no stored email")
         if name is None:
             raise missing
-        path = os.path.join(self.store.originalsDirectory, name)
         try:
-            return RawAnswer(200, "message/rfc822", open(path, "rb"))
-        except FileNotFoundError:
-            raise missing from None
+            original = await self.store.readOriginal(name)
         except OSError as e:
             _log.error(
-                "Contact {contactId}: cannot read its stored email {path}: {error}",
+                "Contact {contactId}: cannot read its stored email {name}: {error}",
                 contactId=contactId.lower(),
-                path=path,
+                name=name,
                 error=e.strerror,
             )
             raise ApiError(
@@ -336,6 +332,9 @@ class ContactEndpoints:
                 f"the stored email of contact {contactId} cannot be read; "
                 "see the log",
             ) from None
+        if original is None:
+            raise missing
+        return RawAnswer(200, "message/rfc822", original)
 
     def getAccounts(self, body: Any) -> Answer:
         """

@@ -30,6 +30,7 @@ pending mark is recovered.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -225,7 +226,8 @@ class Intake:
             self._lock.release()
 
         if taken.outcome == DUPLICATE:
-            os.unlink(os.path.join(self._originals, original))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._originals, original))
         _log.info(
             "Account {account}: message {uidl} {outcome}, contact {contactId}.",
             account=account.name,
@@ -464,18 +466,22 @@ class Intake:
                 entrance, contact, dispatch.messageId, dispatch.created
             )
             return answerEnvelope(entrance, contact), answer
+        original = None
+        error = "it is not kept"
         try:
-            with open(
-                os.path.join(self._originals, dispatch.original or ""), "rb"
-            ) as f:
-                original = f.read()
+            opened = await self._store.readOriginal(dispatch.original or "")
+            if opened is not None:
+                with opened:
+                    original = opened.read()
         except OSError as e:
+            error = e.strerror or str(e)
+        if original is None:
             _log.warn(
                 "Contact {contactId}: physical email {queueId} dropped: its"
                 " stored email cannot be read ({error}).",
                 contactId=dispatch.contactId,
                 queueId=dispatch.queueId,
-                error=e.strerror,
+                error=error,
             )
             return None
         inbound = readInbound(parseHeaders(headerPart(original[:_HEADER_LIMIT])))

@@ -24,7 +24,7 @@ import time
 from typing import Iterator, Sequence
 
 from ace_mail.store import Contact, SQLiteContactStore, newContactId
-from ace_mail.store._sqlite import INSERT, contactRow
+from ace_mail.store._contactsql import INSERT, contactRow
 
 _DOMAINS = ("example.com", "example.net", "mail.example.org", "kunde.example.de")
 _SUBJECTS = (

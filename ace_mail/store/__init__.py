@@ -30,7 +30,7 @@ from ace_mail.store._intake import (
 )
 from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
 from ace_mail.store._sqlite import SQLiteContactStore
-from ace_mail.store._sqliteintake import standInName
+from ace_mail.store._intakesql import standInName
 from ace_mail.store._sqlitewebhook import (
     CONTACT_CREATED,
     MESSAGE_BOUNCED,

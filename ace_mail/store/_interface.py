@@ -5,6 +5,8 @@ What every contact store does, whatever keeps the data.
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
@@ -191,4 +193,40 @@ class IIntakeStore(IContactStore):
         """
         @return: A L{Deferred} that fires with the name of the stored
             original that opened the contact, or L{None} if it has none.
+        """
+
+    def readOriginal(name: str) -> Deferred[BinaryIO | None]:
+        """
+        Open a stored original, on whichever node took it.
+
+        @param name: Its name, as L{originalOf} or a L{Dispatch} gives it.
+        @return: A L{Deferred} that fires with it as a binary file open for
+            reading, which the caller closes, or with L{None} when it is not
+            kept (any more).
+        """
+
+
+class ILeases(Interface):
+    """
+    Named leases that several ace-mail nodes sharing one store take turns
+    to hold, such as the right to poll one POP3 account.  The store's own
+    clock decides expiry, so that the nodes' clocks need not agree.
+    """
+
+    node = Attribute("The name of this node, which holds the leases it takes.")
+
+    def holdLease(name: str, seconds: float) -> Deferred[bool]:
+        """
+        Take the lease C{name} for this node, or renew it if this node holds
+        it already, for C{seconds} from now.
+
+        @return: A L{Deferred} that fires with C{True} when this node holds
+            the lease until then, or C{False} when another node holds it and
+            it has not expired; it fails when the store cannot be reached.
+        """
+
+    def releaseLease(name: str) -> Deferred[None]:
+        """
+        Give up the lease C{name} if this node holds it, so that another
+        node may take it at once.
         """

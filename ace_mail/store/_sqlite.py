@@ -5,22 +5,25 @@ The contact store in one SQLite file, the embedded default.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-from typing import Any, Sequence
+from typing import BinaryIO, Callable, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, execute
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ace_mail.store import _sqliteintake as intake
+from ace_mail.store import _contactsql as contacts
+from ace_mail.store import _intakesql as intake
 from ace_mail.store import _sqlitewebhook as webhook
 from ace_mail.store._contact import Contact, ContactQuery, newContactId
 from ace_mail.store._intake import Arrival, Dispatch, Plan, Taken
 from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
+from ace_mail.store._originals import openFile, removeFiles
+from ace_mail.store._sqlitetx import transaction
 
 _log = Logger()
+_T = TypeVar("_T")
 
 Migration = Sequence[str]
 """
@@ -50,6 +53,7 @@ MIGRATIONS: Sequence[Migration] = (
     intake.MIGRATION,
     ("CREATE INDEX contactCreated ON contact (created, id)",),
     webhook.MIGRATION,
+    ("ALTER TABLE dispatch ADD COLUMN node TEXT NOT NULL DEFAULT ''",),
 )
 """
 Every migration in order: the one at index I{n} takes the schema from version
@@ -59,48 +63,11 @@ Version 0 is an empty database.
 The contact table keeps its rowid: filled with 2 million contacts in random id
 order it loaded about 1.5 times as fast as a WITHOUT ROWID table and came out
 8% smaller, and it answered lookups by id as fast (bench/contact_lookup.py).
+Version 5 notes which node made each pending message; a SQLite store is one
+node, so its pending messages all have the node C{""}.
 """
 
-COLUMNS = (
-    "id, entrance, customerAddress, customerName, subject, messageId,"
-    " messageReferences, externalId, created, ended"
-)
-INSERT = f"INSERT INTO contact ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_SELECT = f"SELECT {COLUMNS} FROM contact WHERE id = ?"
-
-
-def contactRow(contact: Contact) -> tuple[Any, ...]:
-    """
-    @return: The values of L{INSERT} for C{contact}.
-    """
-    return (
-        contact.id,
-        contact.entrance,
-        contact.customerAddress,
-        contact.customerName,
-        contact.subject,
-        contact.messageId,
-        json.dumps(list(contact.references)),
-        contact.externalId,
-        contact.created,
-        contact.ended,
-    )
-
-
-def _contactFromRow(row: tuple[Any, ...]) -> Contact:
-    id, entrance, address, name, subject, messageId, refs, externalId = row[:8]
-    return Contact(
-        id=id,
-        entrance=entrance,
-        customerAddress=address,
-        customerName=name,
-        subject=subject,
-        messageId=messageId,
-        references=tuple(json.loads(refs)),
-        externalId=externalId,
-        created=row[8],
-        ended=row[9],
-    )
+_NODE = ""
 
 
 def migrate(
@@ -251,7 +218,7 @@ class SQLiteContactStore:
         return execute(self._insert, contact)
 
     def _insert(self, contact: Contact) -> Contact:
-        self._connection.execute(INSERT, contactRow(contact))
+        contacts.insert(self._connection, contact)
         _log.info(
             "Contact {contactId} created for entrance {entrance}.",
             contactId=contact.id,
@@ -260,48 +227,30 @@ class SQLiteContactStore:
         return contact
 
     def get(self, contactId: str) -> Deferred[Contact | None]:
-        return execute(self._select, contactId.lower())
-
-    def _select(self, contactId: str) -> Contact | None:
-        row = self._connection.execute(_SELECT, (contactId,)).fetchone()
-        return None if row is None else _contactFromRow(row)
+        return execute(contacts.select, self._connection, contactId.lower())
 
     def end(self, contactId: str, now: float) -> Deferred[Contact | None]:
         return execute(self._end, contactId.lower(), now)
 
     def _end(self, contactId: str, now: float) -> Contact | None:
-        cursor = self._connection.execute(
-            "UPDATE contact SET ended = ? WHERE id = ? AND ended IS NULL",
-            (now, contactId),
-        )
-        if cursor.rowcount:
+        ended, contact = contacts.end(self._connection, contactId, now)
+        if ended:
             _log.info("Contact {contactId} ended.", contactId=contactId)
-        return self._select(contactId)
+        return contact
 
     def purge(self, endedBefore: float) -> Deferred[int]:
         return execute(self._purge, endedBefore)
 
     def _purge(self, endedBefore: float) -> int:
-        count, names = intake.purge(self._connection, endedBefore)
-        originals = []
-        for name in names:
-            try:
-                os.unlink(os.path.join(self.originalsDirectory, name))
-            except FileNotFoundError:
-                continue
-            originals.append(name)
-        if originals:
-            fd = os.open(self.originalsDirectory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        with transaction(self._connection):
+            count, names = intake.purge(self._connection, endedBefore)
+        removed = removeFiles(self.originalsDirectory, names)
         _log.info(
             "Purged {count} contacts ended before {endedBefore} and {originals}"
             " stored emails.",
             count=count,
             endedBefore=endedBefore,
-            originals=len(originals),
+            originals=removed,
         )
         return count
 
@@ -312,22 +261,24 @@ class SQLiteContactStore:
         self, account: str, uidl: str, digest: str, messageId: str | None
     ) -> Deferred[bool]:
         return execute(
-            intake.retireUidl, self._connection, account, uidl, digest, messageId
+            self._inTransaction, intake.retireUidl, account, uidl, digest, messageId
         )
 
     def recordArrival(self, arrival: Arrival, plan: Plan) -> Deferred[Taken]:
-        return execute(
-            intake.recordArrival, self._connection, INSERT, contactRow, arrival, plan
-        )
+        return execute(self._inTransaction, intake.recordArrival, arrival, plan, _NODE)
 
     def addDispatch(self, dispatch: Dispatch) -> Deferred[None]:
-        return execute(intake.addDispatch, self._connection, dispatch)
+        return execute(self._inTransaction, intake.addDispatch, dispatch, _NODE)
+
+    def _inTransaction(self, change: Callable[..., _T], *arguments: object) -> _T:
+        with transaction(self._connection):
+            return change(self._connection, *arguments)
 
     def settleDispatch(self, queueId: str, state: str) -> Deferred[None]:
         return execute(intake.settleDispatch, self._connection, queueId, state)
 
     def pendingDispatches(self) -> Deferred[list[Dispatch]]:
-        return execute(intake.pendingDispatches, self._connection)
+        return execute(intake.pendingDispatches, self._connection, _NODE)
 
     def recordMessageId(self, contactId: str, messageId: str) -> Deferred[None]:
         return execute(intake.recordMessageId, self._connection, contactId, messageId)
@@ -335,49 +286,17 @@ class SQLiteContactStore:
     def originalOf(self, contactId: str) -> Deferred[str | None]:
         return execute(intake.originalOf, self._connection, contactId)
 
-    def listContacts(self, query: ContactQuery) -> Deferred[list[Contact]]:
-        return execute(self._list, query)
+    def readOriginal(self, name: str) -> Deferred[BinaryIO | None]:
+        return execute(openFile, self.originalsDirectory, name)
 
-    def _list(self, query: ContactQuery) -> list[Contact]:
-        conditions = ["(ended IS NULL OR ended >= ?)"]
-        arguments: list[Any] = [query.endedSince]
-        if query.state == "open":
-            conditions.append("ended IS NULL")
-        elif query.state == "ended":
-            conditions.append("ended IS NOT NULL")
-        if query.entrance is not None:
-            conditions.append("entrance = ?")
-            arguments.append(query.entrance)
-        if query.createdSince is not None:
-            conditions.append("created >= ?")
-            arguments.append(query.createdSince)
-        if query.after is not None:
-            conditions.append("(created, id) > (?, ?)")
-            arguments.extend(query.after)
-        statement = (
-            f"SELECT {COLUMNS} FROM contact WHERE {' AND '.join(conditions)}"
-            " ORDER BY created, id LIMIT ?"
-        )
-        rows = self._connection.execute(statement, (*arguments, query.limit))
-        return [_contactFromRow(row) for row in rows]
+    def listContacts(self, query: ContactQuery) -> Deferred[list[Contact]]:
+        return execute(contacts.listContacts, self._connection, query)
 
     def countContacts(self, endedSince: float) -> Deferred[dict[str, int]]:
-        return execute(self._count, endedSince)
-
-    def _count(self, endedSince: float) -> dict[str, int]:
-        total, ended, expired = self._connection.execute(
-            "SELECT (SELECT count(*) FROM contact),"
-            " (SELECT count(*) FROM contact WHERE ended >= ?),"
-            " (SELECT count(*) FROM contact WHERE ended < ?)",
-            (endedSince, endedSince),
-        ).fetchone()
-        return {"open": total - ended - expired, "ended": ended, "expired": expired}
+        return execute(contacts.count, self._connection, endedSince)
 
     def ping(self) -> Deferred[None]:
-        return execute(self._ping)
-
-    def _ping(self) -> None:
-        self._connection.execute("SELECT id FROM contact LIMIT 1").fetchall()
+        return execute(contacts.ping, self._connection)
 
     def close(self) -> None:
         self._connection.close()

@@ -14,7 +14,7 @@ from typing import Any
 from attrs import frozen
 
 from ace_mail.store._interface import ContactStoreError
-from ace_mail.store._sqliteintake import transaction
+from ace_mail.store._sqlitetx import transaction
 
 CONTACT_CREATED = "contact.created"
 """
