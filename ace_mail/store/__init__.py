@@ -28,9 +28,15 @@ from ace_mail.store._intake import (
     Planned,
     Taken,
 )
-from ace_mail.store._interface import ContactStoreError, IContactStore, IIntakeStore
-from ace_mail.store._sqlite import SQLiteContactStore
 from ace_mail.store._intakesql import standInName
+from ace_mail.store._interface import (
+    ContactStoreError,
+    IContactStore,
+    IIntakeStore,
+    ILeases,
+)
+from ace_mail.store._postgres import PostgresContactStore, shownAddress
+from ace_mail.store._sqlite import SQLiteContactStore
 from ace_mail.store._sqlitewebhook import (
     CONTACT_CREATED,
     MESSAGE_BOUNCED,
@@ -52,6 +58,9 @@ __all__ = [
     "Arrival",
     "Dispatch",
     "IIntakeStore",
+    "ILeases",
+    "PostgresContactStore",
+    "shownAddress",
     "Plan",
     "Planned",
     "Taken",
