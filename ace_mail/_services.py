@@ -11,6 +11,7 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ace_mail.store import IContactStore
@@ -96,7 +97,14 @@ def purgeService(reactor: Any, store: IContactStore, retention: float) -> Servic
             if count:
                 _log.info("Purged {count} expired contacts", count=count)
 
-        return purged.addCallback(report)
+        def failed(reason: Failure) -> None:
+            _log.warn(
+                "Cannot purge the expired contacts now ({reason}); trying again"
+                " in an hour.",
+                reason=reason.getErrorMessage(),
+            )
+
+        return purged.addCallbacks(report, failed)
 
     timer = TimerService(3600, purge)
     timer.clock = reactor

@@ -238,10 +238,11 @@ class Intake:
         if taken.outcome == REFUSED:
             _log.warn(
                 "Account {account}: message {uidl} names no customer in From or"
-                " Reply-To; it is kept as {original} and no contact was made.",
+                " Reply-To; it is kept as stored email {original} and no contact"
+                " was made.",
                 account=account.name,
                 uidl=uidl,
-                original=os.path.join(self._originals, original),
+                original=original,
             )
         for dispatch in taken.dispatches:
             await self._sendLogged(dispatch)
