@@ -20,7 +20,7 @@ from ..address import isMailbox
 from ..envelope import Envelope
 from ..rewrite import RewriteError
 from ..spool import MessageParts, Range, SpoolClosed
-from ..store import Contact, Entrance, IIntakeStore
+from ..store import STORE_UNREACHABLE, Contact, Entrance, IIntakeStore
 from . import _replies as replies
 from ._data import MessageReader
 from ._policy import (
@@ -199,12 +199,21 @@ class ProxyProtocol(Session):
             if isinstance(reason.value, Refused):
                 self.refuse(reason.value.refusal, contactId=contactId)
                 return
-            _log.failure(
-                "{peer} cannot look up contact {contactId}",
-                reason,
-                peer=self.peer,
-                contactId=contactId,
-            )
+            if reason.check(*STORE_UNREACHABLE):
+                _log.warn(
+                    "{peer} cannot look up contact {contactId} now, the contact"
+                    " store does not answer: {reason}",
+                    peer=self.peer,
+                    contactId=contactId,
+                    reason=reason.getErrorMessage(),
+                )
+            else:
+                _log.failure(
+                    "{peer} cannot look up contact {contactId}",
+                    reason,
+                    peer=self.peer,
+                    contactId=contactId,
+                )
             self.refuse(replies.storeFailed(contactId), contactId=contactId)
 
         lookup = lookUpContact(

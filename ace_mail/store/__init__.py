@@ -35,7 +35,11 @@ from ace_mail.store._interface import (
     IIntakeStore,
     ILeases,
 )
-from ace_mail.store._postgres import PostgresContactStore, shownAddress
+from ace_mail.store._postgres import (
+    STORE_UNREACHABLE,
+    PostgresContactStore,
+    shownAddress,
+)
 from ace_mail.store._sqlite import SQLiteContactStore
 from ace_mail.store._sqlitewebhook import (
     CONTACT_CREATED,
@@ -60,6 +64,7 @@ __all__ = [
     "IIntakeStore",
     "ILeases",
     "PostgresContactStore",
+    "STORE_UNREACHABLE",
     "shownAddress",
     "Plan",
     "Planned",

@@ -44,6 +44,15 @@ The first key of the transaction's advisory lock on a customer's address,
 under which the automatic answers sent to it are counted and added.
 """
 
+STORE_UNREACHABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    ConnectionLost,
+)
+"""
+What a call fails with when the database cannot be reached, rather than
+because of a mistake in ace-mail.
+"""
+
 _CONNECT_TIMEOUT = 5
 """
 How long, in seconds, a connection attempt may take unless the address sets
@@ -166,7 +175,7 @@ class PostgresContactStore:
 
     def _read(self, work: Callable[..., _T], *arguments: object) -> Deferred[_T]:
         def again(failure: Failure) -> Deferred[_T]:
-            failure.trap(psycopg.OperationalError, ConnectionLost)
+            failure.trap(*STORE_UNREACHABLE)
             return self._write(work, *arguments)
 
         return self._write(work, *arguments).addErrback(again)
