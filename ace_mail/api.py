@@ -27,6 +27,7 @@ from ace_mail.openapi import document
 from ace_mail.queue import Queue, QueueEntry
 from ace_mail.rawanswer import RawAnswer
 from ace_mail.spool import SpoolClosed
+from ace_mail.store import STORE_UNREACHABLE
 
 _log = Logger()
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
@@ -412,6 +413,22 @@ class _Root(Resource):
         error = reason.value
         if isinstance(error, ApiError):
             _writeJson(request, error.status, _errorBody(error.code, error.message))
+            return
+        if reason.check(*STORE_UNREACHABLE):
+            _log.warn(
+                "{method} {path}: the contact store does not answer: {reason}",
+                method=request.method,
+                path=request.path,
+                reason=reason.getErrorMessage(),
+            )
+            _writeJson(
+                request,
+                503,
+                _errorBody(
+                    "storeUnavailable",
+                    "the contact store does not answer now; try again later",
+                ),
+            )
             return
         if reason.check(OSError, SpoolClosed):
             _log.error(

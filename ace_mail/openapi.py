@@ -94,7 +94,10 @@ _PATHS: dict[str, Any] = {
     "/v1/contacts": {
         "post": operation(
             "Make a contact, for channels other than POP3.",
-            {"201": jsonAnswer("The new contact.", ref("Contact"))},
+            {
+                "201": jsonAnswer("The new contact.", ref("Contact")),
+                "503": error("Unavailable"),
+            },
             body=ref("NewContact"),
         ),
         "get": operation(
@@ -110,6 +113,7 @@ _PATHS: dict[str, Any] = {
                     ),
                 ),
                 "400": error("BadRequest"),
+                "503": error("Unavailable"),
             },
             parameters=[
                 query("state", {"enum": ["open", "ended"]}, "Only these."),
@@ -128,14 +132,19 @@ _PATHS: dict[str, Any] = {
         "parameters": [_CONTACT_PATH],
         "get": operation(
             "Show a contact.",
-            {"200": _CONTACT, "400": error("BadRequest"), "404": error("NotFound")},
+            {
+                "200": _CONTACT,
+                "400": error("BadRequest"),
+                "404": error("NotFound"),
+                "503": error("Unavailable"),
+            },
         ),
     },
     "/v1/contacts/{contactId}/end": {
         "parameters": [_CONTACT_PATH],
         "post": operation(
             "End a contact; replies are taken until it expires.",
-            {"200": _CONTACT, "404": error("NotFound")},
+            {"200": _CONTACT, "404": error("NotFound"), "503": error("Unavailable")},
             body=jsonObject({}),
             optionalBody=True,
         ),

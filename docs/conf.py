@@ -1,5 +1,5 @@
 """
-Sphinx configuration for ace-mail's documentation (built-in extensions only).
+Sphinx configuration for ace-mail's documentation (MyST reads the Markdown pages).
 """
 
 import pathlib
@@ -14,7 +14,7 @@ copyright = "the ace-mail developers"
 release = _version.group(1) if _version else ""
 version = release
 
-extensions: list[str] = []
+extensions = ["myst_parser"]
 exclude_patterns = ["_build"]
 root_doc = "index"
 html_theme = "alabaster"
