@@ -172,6 +172,40 @@ def url(value: Any) -> str:
     return value.strip()
 
 
+_URI_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/?#@]*:)[^\s]*@")
+_PASSWORD_OPTION = re.compile(r"(?i)\b(password\s*=\s*)('[^']*'|[^\s&]*)")
+
+
+def maskPassword(text: str) -> str:
+    """
+    @return: C{text} with the password of every URI in it, and every
+        C{password=} option, replaced by C{***}.
+    """
+    return _PASSWORD_OPTION.sub(r"\1***", _URI_PASSWORD.sub(r"\1***@", text))
+
+
+def store(value: Any) -> str:
+    """
+    Where the contacts are kept: C{sqlite} (a file in the data directory),
+    or the URI of a PostgreSQL database.
+    """
+    if not isinstance(value, str):
+        raise ValueError(value)
+    uri = value.strip()
+    if uri == "sqlite":
+        return uri
+    parsed = urlsplit(uri)
+    if parsed.scheme not in ("postgresql", "postgres"):
+        raise ValueError(value)
+    if any(c.isspace() for c in uri) or parsed.fragment:
+        raise ValueError(value)
+    return uri
+
+
+def _maskedRepr(value: Any) -> str:
+    return repr(maskPassword(value)) if isinstance(value, str) else repr(value)
+
+
 def text(value: Any) -> str:
     """
     Any non-empty text on one line.
@@ -192,6 +226,7 @@ class Parameter:
     @ivar expected: What a good value looks like, for error messages.
     @ivar default: Its value when given nowhere; L{None} means unset.
     @ivar help: What it does, in an operator's terms.
+    @ivar show: Shows a wrong value in an error message.
     """
 
     name: str
@@ -199,6 +234,7 @@ class Parameter:
     expected: str
     default: Any
     help: str
+    show: Callable[[Any], str] = repr
 
 
 _PORT = "a port number from 1 to 65535"
@@ -234,6 +270,23 @@ PARAMETERS: tuple[Parameter, ...] = (
         None,
         "Where ace-mail POSTs a JSON notification of each new contact and each "
         "bounce, one at a time and in order, until the receiver answers 2xx.",
+    ),
+    Parameter(
+        "store",
+        store,
+        "sqlite or a URI such as postgresql://user:password@host:5432/database",
+        "sqlite",
+        "Where the contacts are kept: sqlite (a file in dataDir, for one node) "
+        "or the URI of a PostgreSQL database that several ace-mail nodes share.",
+        show=_maskedRepr,
+    ),
+    Parameter(
+        "accountLease",
+        duration,
+        _SECONDS,
+        60.0,
+        "With a PostgreSQL store: how long a node's claim on a POP3 account "
+        "lasts; when a node dies, another takes its accounts over after this.",
     ),
     Parameter(
         "heloName",

@@ -1,18 +1,21 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-The parts that L{ace_mail.tap} builds from the settings: the routes of
-outgoing mail, the entrances and the SMTP proxy's listener.
+The parts that L{ace_mail.tap} builds from the settings: the contact store,
+the routes of outgoing mail, the entrances and the SMTP proxy's listener.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.threads import deferToThreadPool
 
 from ace_mail._entrances import SmtpServerConfig
+from ace_mail._parameters import maskPassword
 from ace_mail._services import Listener
 from ace_mail.config import Settings
 from ace_mail.proxy import (
@@ -23,7 +26,40 @@ from ace_mail.proxy import (
 )
 from ace_mail.queue import Queue
 from ace_mail.sender import Route, Server
-from ace_mail.store import Entrance, IContactStore
+from ace_mail.store import (
+    ContactStoreError,
+    Entrance,
+    IContactStore,
+    IIntakeStore,
+    PostgresContactStore,
+    SQLiteContactStore,
+)
+
+
+def openStore(location: str, dataDir: str, node: str) -> IIntakeStore:
+    """
+    Open the contact store that --store names: the SQLite file in the data
+    directory, or a PostgreSQL database shared with other nodes.
+
+    @param location: C{sqlite}, or a C{postgresql://} URI.
+    @param node: This node's name, for its leases in a shared store.
+    @raise SystemExit: With one sentence, never showing the password, when
+        the store cannot be opened.
+    """
+    try:
+        if location == "sqlite":
+            return SQLiteContactStore.open(os.path.join(dataDir, "contacts.sqlite3"))
+        return PostgresContactStore.open(
+            location, node=node, originalsDirectory=os.path.join(dataDir, "originals")
+        )
+    except ContactStoreError as e:
+        message = maskPassword(str(e))
+        password = urlsplit(location).password
+        for spelling in {password, unquote(password or "")} - {None, ""}:
+            message = message.replace(str(spelling), "***")
+        if location != "sqlite" and not message.startswith("--store"):
+            message = f"--store: {message}"
+        raise SystemExit(f"ace-mail: {message}") from None
 
 
 def outgoingRoutes(settings: Settings) -> dict[str, Route]:

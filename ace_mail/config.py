@@ -189,7 +189,7 @@ def _convert(parameter: Parameter, value: Any, where: str) -> Any:
         return parameter.convert(value)
     except ValueError as e:
         raise ConfigError(
-            f"{where}: expected {parameter.expected}, got {value!r}."
+            f"{where}: expected {parameter.expected}, got {parameter.show(value)}."
         ) from e
 
 
@@ -224,6 +224,12 @@ def _crossCheck(values: dict[str, Any], entrances: tuple[EntranceConfig, ...]) -
                 "--enableSmtpProxy 1 needs --entranceAddress (or [[entrance]] tables "
                 "in the config file): the address customers see replies come from."
             )
+    if values["webhookUrl"] is not None and values["store"] != "sqlite":
+        raise ConfigError(
+            "--webhookUrl cannot be used with a PostgreSQL --store yet: each node "
+            "keeps its webhook notifications in its own SQLite file; leave out "
+            "--webhookUrl, or use --store sqlite."
+        )
     if values["maximalBackoffTime"] < values["minimalBackoffTime"]:
         raise ConfigError(
             "--maximalBackoffTime: expected at least --minimalBackoffTime "

@@ -24,7 +24,8 @@ from twisted.web.server import Site
 
 from ace_mail import __version__
 from ace_mail._apiendpoint import ENDPOINT_FILE, AnnouncedEndpoint
-from ace_mail._parameters import PARAMETERS, Parameter
+from ace_mail._nodename import NodeNameError, nodeName
+from ace_mail._parameters import PARAMETERS, Parameter, maskPassword
 from ace_mail._services import (
     AfterRecovery,
     Closing,
@@ -32,7 +33,7 @@ from ace_mail._services import (
     ThreadPoolService,
     purgeService,
 )
-from ace_mail._tapparts import entranceMap, outgoingRoutes, proxyService
+from ace_mail._tapparts import entranceMap, openStore, outgoingRoutes, proxyService
 from ace_mail.accounts import AccountPoller, AccountStatus
 from ace_mail.api import Api, LimitedRequest
 from ace_mail.apicontacts import ContactEndpoints
@@ -45,10 +46,7 @@ from ace_mail.pages import Monitor
 from ace_mail.queue import Queue
 from ace_mail.sender import Sender, Timeouts
 from ace_mail.spool import Spool, SpoolLocked
-from ace_mail.store import (
-    ContactStoreError,
-    SQLiteContactStore,
-)
+from ace_mail.store import ContactStoreError, ILeases, SQLiteWebhookOutbox
 from ace_mail.webhook import Notifier, bounceRecorder, openOutbox
 
 _log = Logger()
@@ -165,11 +163,30 @@ def _incomingDir(dataDir: str) -> str:
     return path
 
 
-def _openStore(path: str) -> SQLiteContactStore:
+def _nodeName(dataDir: str) -> str:
     try:
-        return SQLiteContactStore.open(path)
+        return nodeName(dataDir)
+    except NodeNameError as e:
+        raise SystemExit(f"ace-mail: {e}") from None
+
+
+def _openOutbox(
+    settings: Settings, dataDir: str, top: MultiService
+) -> SQLiteWebhookOutbox | None:
+    """
+    The webhook's outbox, in the SQLite store; a PostgreSQL store has none,
+    as the settings refuse a webhook with it.
+    """
+    if settings["store"] != "sqlite":
+        return None
+    try:
+        outbox = openOutbox(
+            os.path.join(dataDir, "contacts.sqlite3"), settings["webhookUrl"]
+        )
     except ContactStoreError as e:
         raise SystemExit(f"ace-mail: {e}") from None
+    Closing(outbox.close).setServiceParent(top)
+    return outbox
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -199,6 +216,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             "give each process its own data directory."
         ) from None
     ThreadPoolService(pool, spool.close).setServiceParent(top)
+    node = _nodeName(dataDir)
     sender = Sender(
         reactor,
         heloName=heloName,
@@ -230,15 +248,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         return sender.send(route, envelope, message, queueId)
 
     signer = Signer(settings.dkimKeys) if settings.dkimKeys else None
-    storePath = os.path.join(dataDir, "contacts.sqlite3")
-    store = _openStore(storePath)
+    store = openStore(settings["store"], dataDir, node)
     Closing(store.close).setServiceParent(top)
     webhookUrl = settings["webhookUrl"]
-    try:
-        outbox = openOutbox(storePath, webhookUrl)
-    except ContactStoreError as e:
-        raise SystemExit(f"ace-mail: {e}") from None
-    Closing(outbox.close).setServiceParent(top)
+    outbox = _openOutbox(settings, dataDir, top)
     metrics = Metrics(reactor)
     queue = Queue(
         reactor,
@@ -250,7 +263,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         concurrency=settings["deliveryConcurrency"],
         hostname=heloName,
         signer=signer.sign if signer is not None else None,
-        onBounce=bounceRecorder(reactor, outbox) if webhookUrl else None,
+        onBounce=bounceRecorder(reactor, outbox) if outbox and webhookUrl else None,
         onAttempt=metrics.attempted,
     )
     queue.setServiceParent(top)
@@ -279,7 +292,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     pollers = AfterRecovery("the intake of POP3 mail", intake.recover)
     accountPollers = [
-        AccountPoller(reactor, account, intake)
+        AccountPoller(
+            reactor,
+            account,
+            intake,
+            leases=store if ILeases.providedBy(store) else None,
+            leaseSeconds=settings["accountLease"],
+        )
         for entrance in settings.entrances
         for account in entrance.accounts
     ]
@@ -303,7 +322,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         deliver=intake.deliver,
         accounts=accountStatus,
     )
-    if webhookUrl is not None:
+    if outbox is not None and webhookUrl is not None:
         Notifier(
             reactor,
             outbox,
@@ -353,10 +372,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         ) from None
     Listener("API", settings["api"], endpoint, site).setServiceParent(top)
     _log.info(
-        "ace-mail {version} starting: data in {dataDir}, API on {api}, "
-        "outgoing via {servers}",
+        "ace-mail {version} starting as node {node}: data in {dataDir}, contacts "
+        "in {store}, API on {api}, outgoing via {servers}",
         version=__version__,
+        node=node,
         dataDir=dataDir,
+        store=maskPassword(settings["store"]),
         api=settings["api"],
         servers=", ".join(s.describe() for s in routes["outgoing"].servers),
     )

@@ -23,6 +23,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from zope.interface import implementer
 
 from ace_mail._entrances import AccountConfig
+from ace_mail.store import ILeases
 
 
 def makeAccount(**changes: Any) -> AccountConfig:
@@ -329,3 +330,73 @@ class MemoryNetwork:
         """
         for pump in self.pumps:
             pump.flush()
+
+
+class LeaseTable:
+    """
+    The leases of a pretend store that several nodes share, each running
+    out on the test's clock.
+
+    @ivar holders: Each lease's holder and when it runs out, by name.
+    @ivar calls: C{(time, node, "hold" or "release", name)} for each call
+        that reached the store.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.holders: dict[str, tuple[str, float]] = {}
+        self.calls: list[tuple[float, str, str, str]] = []
+
+    def holder(self, name: str) -> str | None:
+        """
+        @return: The node that holds the lease C{name} now, if any.
+        """
+        held = self.holders.get(name)
+        if held is None or held[1] <= self.clock.seconds():
+            return None
+        return held[0]
+
+
+@implementer(ILeases)
+class FakeLeases:
+    """
+    One node's view of a L{LeaseTable}, whose calls can be made to fail or
+    to go unanswered as when the store is out of reach.
+
+    @ivar down: When set, every call fails with it.
+    @ivar hang: When C{True}, calls go unanswered; see C{unanswered}.
+    @ivar unanswered: The Deferred of each call made while C{hang}.
+    """
+
+    def __init__(self, table: LeaseTable, node: str) -> None:
+        self.table = table
+        self.node = node
+        self.down: Exception | None = None
+        self.hang = False
+        self.unanswered: list[Deferred[Any]] = []
+
+    def holdLease(self, name: str, seconds: float) -> Deferred[bool]:
+        return self._call("hold", name, lambda: self._hold(name, seconds))
+
+    def releaseLease(self, name: str) -> Deferred[None]:
+        return self._call("release", name, lambda: self._release(name))
+
+    def _call(self, what: str, name: str, action: Callable[[], Any]) -> Deferred[Any]:
+        if self.hang:
+            unanswered: Deferred[Any] = Deferred()
+            self.unanswered.append(unanswered)
+            return unanswered
+        if self.down is not None:
+            return fail(self.down)
+        self.table.calls.append((self.table.clock.seconds(), self.node, what, name))
+        return succeed(action())
+
+    def _hold(self, name: str, seconds: float) -> bool:
+        if self.table.holder(name) not in (None, self.node):
+            return False
+        self.table.holders[name] = (self.node, self.table.clock.seconds() + seconds)
+        return True
+
+    def _release(self, name: str) -> None:
+        if self.table.holder(name) == self.node:
+            del self.table.holders[name]

@@ -9,6 +9,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ace_mail._parameters import maskPassword
 from ace_mail.config import ConfigError, load
 
 
@@ -406,3 +407,116 @@ class RerouteNameTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as caught:
                 load({"smtpProxyRerouteName": value})
             self.assertIn("--smtpProxyRerouteName", str(caught.exception))
+
+
+class StoreTests(SynchronousTestCase):
+    """
+    C{store} and C{accountLease}: where the contacts are kept, and how long
+    a node's lease on a POP3 account lasts.
+    """
+
+    def refused(self, options: dict[str, str], configPath: str | None = None) -> str:
+        with self.assertRaises(ConfigError) as caught:
+            load(options, configPath)
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_defaults(self) -> None:
+        """
+        By default the contacts are in SQLite, and a lease lasts a minute.
+        """
+        settings = load({})
+        self.assertEqual(settings["store"], "sqlite")
+        self.assertEqual(settings["accountLease"], 60.0)
+
+    def test_postgresqlUris(self) -> None:
+        """
+        Both of libpq's URI schemes are taken, with their query options and
+        several hosts, without the blanks around them.
+        """
+        for uri in (
+            "postgresql://ace:pw@db.example:5432/ace?sslmode=verify-full",
+            "postgres://db1.example,db2.example/ace?target_session_attrs=read-write",
+            "postgresql:///ace?host=/run/postgresql",
+        ):
+            self.assertEqual(load({"store": f" {uri} "})["store"], uri)
+        self.assertEqual(load({"accountLease": "2m"})["accountLease"], 120.0)
+
+    def test_badStoreHidesPassword(self) -> None:
+        """
+        A store that is neither sqlite nor a PostgreSQL URI is refused with a
+        sentence naming --store, and its password is never shown.
+        """
+        for value in (
+            "mysql://ace:hunter2@db.example/ace",
+            "postgresql://ace:hunter2@db .example/ace",
+            "postgresql://ace:hunter2@[::1/ace",
+            "sqlite3",
+        ):
+            message = self.refused({"store": value})
+            self.assertIn("--store: expected sqlite or a URI such as", message)
+            self.assertNotIn("hunter2", message)
+        message = self.refused({"store": "mysql://ace:hunter2@db.example/ace"})
+        self.assertIn("got 'mysql://ace:***@db.example/ace'.", message)
+
+    def test_badStoreInFileHidesPassword(self) -> None:
+        """
+        A wrong store in the config file is refused with the file's line,
+        without the password.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('\nstore = "postgresql://ace:hunter2@db.example/ace#x"\n')
+        message = self.refused({}, path)
+        self.assertIn(f"{path}, line 2: store: expected sqlite or a URI", message)
+        self.assertNotIn("hunter2", message)
+
+    def test_webhookRefusedWithPostgresql(self) -> None:
+        """
+        A webhook with a PostgreSQL store is refused at start-up, as the
+        webhook's outbox is kept per node, and the password is not shown.
+        """
+        message = self.refused(
+            {
+                "webhookUrl": "https://ace.example/hook",
+                "store": "postgresql://ace:hunter2@db.example/ace",
+            }
+        )
+        self.assertIn("--webhookUrl cannot be used with a PostgreSQL --store", message)
+        self.assertNotIn("hunter2", message)
+        settings = load({"webhookUrl": "https://ace.example/hook"})
+        self.assertEqual(settings["store"], "sqlite")
+
+    def test_accountLeaseMustBePositive(self) -> None:
+        """
+        A lease of no time is refused, naming --accountLease.
+        """
+        message = self.refused({"accountLease": "0"})
+        self.assertIn("--accountLease: expected a time", message)
+
+
+class MaskPasswordTests(SynchronousTestCase):
+    """
+    L{maskPassword}, which keeps database passwords out of messages.
+    """
+
+    def test_masked(self) -> None:
+        """
+        The password of a URI, also one that holds an C{@}, and each
+        C{password=} option are replaced; the rest stays readable.
+        """
+        cases = {
+            "postgresql://ace:s3cr@t@db:5432/ace": "postgresql://ace:***@db:5432/ace",
+            "cannot reach postgres://a:b@h/x (refused)": (
+                "cannot reach postgres://a:***@h/x (refused)"
+            ),
+            "postgresql://db/ace?sslmode=require&password=pw": (
+                "postgresql://db/ace?sslmode=require&password=***"
+            ),
+            "host=db password='p w' user=ace": "host=db password=*** user=ace",
+            "postgresql://ace@db:5432/ace": "postgresql://ace@db:5432/ace",
+            "sqlite": "sqlite",
+        }
+        for text, masked in cases.items():
+            self.assertEqual(maskPassword(text), masked)

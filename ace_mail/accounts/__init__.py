@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_accounts_poller -*-
 """
 POP3 accounts: a service per account that polls its mailbox and hands each
-new message to intake, deleting it from the server only once it is safe.
+new message to intake, deleting it from the server only once it is safe;
+with several nodes on one store, only the node that holds the account's
+lease polls it.
 """
 
 from ._poller import MAX_BACKOFF, AccountPoller, pollerServices

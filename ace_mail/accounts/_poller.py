@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_accounts_schedule -*-
 """
 The service that polls one POP3 account on a schedule, backs off after
-failures and keeps the account's status.
+failures and keeps the account's status; with several nodes, only while
+this node holds the account's lease.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._entrances import AccountConfig
+from ..store import ILeases
 from . import _tls
+from ._lease import LeaseKeeper
 from ._protocol import POP3Error
 from ._session import Intake, PollSession, Tally
 from ._status import AccountStatus
@@ -37,6 +40,11 @@ class AccountPoller(Service):
     every C{pollInterval} doubled for each failure in a row, up to
     L{MAX_BACKOFF}. A poll never overlaps another.
 
+    Given a store of leases shared by several nodes, it polls only while
+    this node holds the account's lease (named C{account:NAME}): at once
+    when it gains it, then on the same schedule; losing it aborts the poll
+    under way.
+
     @ivar polls: How many polls have ended, however they ended.
     """
 
@@ -47,6 +55,8 @@ class AccountPoller(Service):
         intake: Intake,
         *,
         endpointFactory: Callable[[AccountConfig], IStreamClientEndpoint] | None = None,
+        leases: ILeases | None = None,
+        leaseSeconds: float = 60.0,
     ) -> None:
         """
         @param reactor: The reactor: L{IReactorTime}, and L{IReactorTCP}
@@ -56,6 +66,10 @@ class AccountPoller(Service):
         @param endpointFactory: Makes the endpoint to reach the account's
             server; by default a L{HostnameEndpoint}, wrapped in TLS when
             the account's C{tls} is C{"implicit"}.
+        @param leases: The store of leases shared with other nodes, or
+            L{None} when this node alone polls its accounts.
+        @param leaseSeconds: How long each renewal of the lease lasts; it
+            is renewed every quarter of that.
         """
         self.name = account.name
         self._reactor = reactor
@@ -68,32 +82,52 @@ class AccountPoller(Service):
         self._session: PollSession | None = None
         self._idleWaiters: list[Deferred[None]] = []
         self.polls = 0
+        self._keeper: LeaseKeeper | None = None
+        if leases is not None:
+            self._keeper = LeaseKeeper(
+                reactor,
+                leases,
+                f"account:{account.name}",
+                leaseSeconds,
+                self._leaseChanged,
+            )
 
     def startService(self) -> None:
         super().startService()
-        self._schedule(0)
+        if self._keeper is None:
+            self._schedule(0)
+        else:
+            self._keeper.start()
 
     def stopService(self) -> Deferred[None]:
         """
         Stop polling; a poll under way is dropped (the server keeps every
-        message it did not see deleted before QUIT).
+        message it did not see deleted before QUIT). Then the lease, if
+        any, is given up, so that another node takes the account at once.
 
-        @return: Fires when no poll runs any more.
+        @return: Fires when no poll runs any more and the lease is given up
+            (or the store did not answer in time).
         """
         super().stopService()
         self._cancelTimer()
-        if self._session is None:
-            return succeed(None)
-        self._session.abort(f"account {self._account.name}: ace-mail is stopping")
-        return self._whenIdle()
+        if self._session is not None:
+            self._session.abort(f"account {self._account.name}: ace-mail is stopping")
+        idle = self._whenIdle()
+        keeper = self._keeper
+        if keeper is not None:
+            idle.addCallback(lambda ignored: keeper.stop())
+        return idle
 
     def pollNow(self) -> Deferred[None]:
         """
-        Poll at once, unless a poll is under way.
+        Poll at once, unless a poll is under way or another node holds the
+        account's lease.
 
         @return: Fires when the poll (this one or the one under way) ends,
-            however it ends.
+            however it ends; at once when this node may not poll.
         """
+        if self._keeper is not None and not self._keeper.held:
+            return succeed(None)
         if self._session is None:
             self._cancelTimer()
             self._poll()
@@ -108,7 +142,40 @@ class AccountPoller(Service):
             polling=self._session is not None,
             messagesTaken=self._tally.taken,
             messagesTooLarge=self._tally.tooLarge,
+            lease=None if self._keeper is None else self._keeper.state,
         )
+
+    def _leaseChanged(self, held: bool) -> None:
+        assert self._keeper is not None
+        account, lease = self._account.name, self._keeper.state
+        if held:
+            _log.info("{account}: lease {lease}; polling", account=account, lease=lease)
+            if self.running and self._session is None:
+                self._cancelTimer()
+                self._poll()
+            return
+        self._cancelTimer()
+        if self._session is not None:
+            _log.warn(
+                "{account}: lease lost ({lease}); the poll under way stops",
+                account=account,
+                lease=lease,
+            )
+            self._session.abort(
+                f"account {account}: the poll stopped, as this node lost the "
+                f"account's lease ({lease})"
+            )
+        elif self._keeper.failing:
+            _log.warn(
+                "{account}: lease not held ({lease}); no polls until the store "
+                "answers",
+                account=account,
+                lease=lease,
+            )
+        else:
+            _log.info(
+                "{account}: lease {lease}; not polling", account=account, lease=lease
+            )
 
     def _poll(self) -> None:
         self._timer = None
@@ -161,7 +228,7 @@ class AccountPoller(Service):
         self._session = None
         self.polls += 1
         self._status = evolve(self._status, lastPoll=self._reactor.seconds())
-        if self.running:
+        if self.running and (self._keeper is None or self._keeper.held):
             self._schedule(self._delay())
         waiters, self._idleWaiters = self._idleWaiters, []
         for waiter in waiters:

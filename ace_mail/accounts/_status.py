@@ -26,6 +26,10 @@ class AccountStatus:
         that succeeded.
     @ivar nextPoll: When the next poll is due (POSIX seconds), or L{None}
         while none is scheduled.
+    @ivar lease: With several nodes sharing a store, which of them polls the
+        account, or why this node does not: C{"held by this node, NAME"},
+        C{"held by another node"} or C{"store unreachable: WHY"}; L{None}
+        when this node alone polls every account.
     """
 
     account: str
@@ -37,3 +41,4 @@ class AccountStatus:
     errors: int = 0
     consecutiveFailures: int = 0
     nextPoll: float | None = None
+    lease: str | None = None
