@@ -159,6 +159,12 @@ SCHEMAS: dict[str, Any] = {
             "errors": {"type": "integer", "minimum": 0},
             "consecutiveFailures": {"type": "integer", "minimum": 0},
             "nextPoll": nullable(TIME),
+            "lease": nullable(
+                {
+                    "type": "string",
+                    "description": "Which node polls it, with a shared store.",
+                }
+            ),
         },
     ),
     "NewContact": jsonObject(

@@ -355,6 +355,7 @@ class ContactEndpoints:
                         "errors": status.errors,
                         "consecutiveFailures": status.consecutiveFailures,
                         "nextPoll": rfc3339(status.nextPoll),
+                        "lease": status.lease,
                     }
                     for status in self.accounts()
                 ]

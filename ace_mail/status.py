@@ -258,6 +258,7 @@ def _accounts(snapshot: Snapshot) -> str:
     if not snapshot.accounts:
         return '<p class="muted">No POP3 accounts are configured.</p>'
     rows = []
+    shared = any(account.lease is not None for account in snapshot.accounts)
     for account in snapshot.accounts:
         if account.lastPoll is None:
             lastPoll = "polling now" if account.polling else "not yet"
@@ -270,7 +271,7 @@ def _accounts(snapshot: Snapshot) -> str:
         else:
             result, kind = account.lastResult, "bad error"
         nextPoll = "" if account.nextPoll is None else utc(account.nextPoll)
-        rows.append(
+        row = (
             _cell(account.account)
             + _cell(lastPoll)
             + _cell(result, kind)
@@ -279,9 +280,13 @@ def _accounts(snapshot: Snapshot) -> str:
             + _cell(account.errors, "n")
             + _cell(account.messagesTaken, "n")
         )
+        if shared:
+            row += _cell(account.lease or "")
+        rows.append(row)
     head = (
         *("Account", "Last poll", "Last result", "Next poll"),
         *("Failures in a row", "Failed polls", "Messages taken"),
+        *(("Lease",) if shared else ()),
     )
     return _table(head, rows, range(4, 7))
 

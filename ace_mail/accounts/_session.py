@@ -25,9 +25,10 @@ from twisted.internet.defer import (
 )
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from .._entrances import AccountConfig
+from ..store import STORE_UNREACHABLE
 from . import _tls
 from ._listing import MessageInfo, parseMailbox, parseStat
 from ._protocol import POP3Connection, POP3Error, Response, quote
@@ -85,6 +86,22 @@ class _IntakeFailed(POP3Error):
     Intake could not take a message; the server is told QUIT so that the
     messages taken before are deleted.
     """
+
+
+def _intakeFailed(error: Exception, message: str, **fields: Any) -> None:
+    """
+    Log why intake failed: a contact store that does not answer is a
+    warning, as the poll is only tried again later; anything else is a bug,
+    logged with its traceback.
+    """
+    if isinstance(error, STORE_UNREACHABLE):
+        _log.warn(
+            message + ": the contact store does not answer ({error})",
+            error=error,
+            **fields,
+        )
+    else:
+        _log.failure(message, None, LogLevel.critical, **fields)
 
 
 class PollSession:
@@ -245,7 +262,7 @@ class PollSession:
                 ]
             )
         except Exception as e:
-            _log.failure("{account}: intake.seen failed", account=account.name)
+            _intakeFailed(e, "{account}: intake.seen failed", account=account.name)
             raise _IntakeFailed(
                 f"intake could not say which messages are new: {e}"
             ) from None
@@ -321,7 +338,8 @@ class PollSession:
                 self._intake.take, self._account, message.uid, path
             )
         except Exception as e:
-            _log.failure(
+            _intakeFailed(
+                e,
                 "{account}: intake failed to take message {uidl}",
                 account=self._account.name,
                 uidl=message.uid,

@@ -138,9 +138,12 @@ def recordArrival(db: Executor, arrival: Arrival, plan: Plan, node: str) -> Take
             ended=None,
         )
         db.execute(INSERT, contactRow(contact))
+    # A duplicate by UIDL is already recorded under its key; one by content
+    # gets a record under its own UIDL.
+    conflict = " ON CONFLICT DO NOTHING" if taken.outcome == DUPLICATE else ""
     db.execute(
         "INSERT INTO intake (account, uidl, digest, messageId, outcome,"
-        " contactId, original, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " contactId, original, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + conflict,
         (
             arrival.account,
             arrival.uidl,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.test_store,tests.test_intakestore,tests.test_intakestore_nodes -*-
 """
 The contact store in PostgreSQL, which several ace-mail nodes share.
 """
