@@ -92,6 +92,7 @@ class Monitor:
         token: str,
         tokenPath: str,
         hostname: str,
+        node: str = "",
     ) -> None:
         """
         @param retention: Seconds an ended contact stays answerable.
@@ -99,6 +100,7 @@ class Monitor:
         @param token: The API token.
         @param tokenPath: Where an operator finds the token, for the form.
         @param hostname: The server's name, for the page's title.
+        @param node: This node's name among the nodes that share a store.
         """
         self.reactor = reactor
         self.metrics = metrics
@@ -110,6 +112,7 @@ class Monitor:
         self.accounts = accounts
         self.tokenPath = tokenPath
         self.hostname = hostname
+        self.node = node
         self.cookie = hmac.new(
             token.encode(), b"ace-mail status page", hashlib.sha256
         ).hexdigest()
@@ -206,6 +209,7 @@ class Monitor:
             accounts=tuple(self.accounts()),
             contacts=None if counts is None else tuple(counts.items()),
             perMinute=tuple(self.metrics.rate.perMinute()),
+            node=self.node,
         )
 
     def _routeViews(self) -> tuple[RouteView, ...]:

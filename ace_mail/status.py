@@ -118,6 +118,7 @@ class Snapshot:
         did not answer.
     @ivar perMinute: The start of each of the last minutes, oldest first,
         with the recipients delivered in it.
+    @ivar node: This node's name among the nodes that share a store.
     """
 
     now: float
@@ -129,6 +130,7 @@ class Snapshot:
     accounts: tuple[AccountStatus, ...]
     contacts: tuple[tuple[str, int], ...] | None
     perMinute: tuple[tuple[float, int], ...]
+    node: str = ""
 
 
 def _e(text: object) -> str:
@@ -374,8 +376,9 @@ def renderStatus(snapshot: Snapshot) -> bytes:
     )
     body = [
         f"<h1>ace-mail on {_e(snapshot.hostname)}</h1>",
-        f'<p class="muted">Version {_e(snapshot.version)}, as of '
-        f"{_e(utc(snapshot.now))}; this page reloads every {REFRESH_SECONDS} s.</p>",
+        f'<p class="muted">Node {_e(snapshot.node)}, version'
+        f" {_e(snapshot.version)}, as of {_e(utc(snapshot.now))}; this page"
+        f" reloads every {REFRESH_SECONDS} s.</p>",
         _health(snapshot.checks),
     ]
     for anchor, title, render in sections:

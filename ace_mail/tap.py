@@ -351,6 +351,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         token=token,
         tokenPath=os.path.join(dataDir, "api-token"),
         hostname=heloName,
+        node=node,
     )
     site = Site(monitor.resource(api.resource()))
     monitor.addListener("API", site)
