@@ -11,7 +11,12 @@ from typing import Any, BinaryIO, Callable, Sequence, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from twisted.enterprise.adbapi import ConnectionLost, ConnectionPool, Transaction
+from twisted.enterprise.adbapi import (
+    Connection,
+    ConnectionLost,
+    ConnectionPool,
+    Transaction,
+)
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -91,6 +96,31 @@ class _Cursor:
         return self._transaction.execute(statement.replace("?", "%s"), arguments)
 
 
+class _Connection(Connection):
+    """
+    A pooled connection that, when a transaction failed because the server
+    went away, drops itself with one line in the log instead of a traceback,
+    so that the pool connects afresh for the next call.
+    """
+
+    def rollback(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            self._connection.rollback()
+        except psycopg.Error as e:
+            _log.warn(
+                "A connection to the contact store was lost ({reason}); the"
+                " next call connects again.",
+                reason=str(e).strip() or type(e).__name__,
+            )
+            self._pool.disconnect(self._connection)
+
+
+class _Pool(ConnectionPool):
+    connectionFactory = _Connection
+
+
 def _run(transaction: Transaction, work: Callable[..., _T], *arguments: object) -> _T:
     cursor = _Cursor(transaction)
     cursor.execute("SET LOCAL lock_timeout = '10s'")
@@ -155,7 +185,7 @@ class PostgresContactStore:
                 f"{shown}: cannot use the contact store ({reason}); check "
                 "--store and that PostgreSQL runs and lets this role in."
             ) from None
-        pool = ConnectionPool(
+        pool = _Pool(
             "psycopg",
             conninfo,
             cp_min=1,
