@@ -122,9 +122,16 @@ class _Pool(ConnectionPool):
 
 
 def _run(transaction: Transaction, work: Callable[..., _T], *arguments: object) -> _T:
-    cursor = _Cursor(transaction)
-    cursor.execute("SET LOCAL lock_timeout = '10s'")
-    return work(cursor, *arguments)
+    return work(_Cursor(transaction), *arguments)
+
+
+def _opened(connection: psycopg.Connection[Any]) -> None:
+    """
+    Set up a new connection of the pool: no statement waits more than ten
+    seconds for a lock, so that a call fails rather than hangs.
+    """
+    connection.execute("SET lock_timeout = '10s'")
+    connection.commit()
 
 
 @implementer(IContactStore, IIntakeStore, ILeases)
@@ -193,6 +200,7 @@ class PostgresContactStore:
             cp_reconnect=True,
             cp_noisy=False,
             cp_good_sql="SELECT 1",
+            cp_openfun=_opened,
         )
         _log.info(
             "Contact store {store} opened for node {node}.", store=shown, node=node
@@ -340,7 +348,13 @@ class PostgresContactStore:
         return self._write(intake.addDispatch, dispatch, self.node)
 
     def settleDispatch(self, queueId: str, state: str) -> Deferred[None]:
-        return self._write(intake.settleDispatch, queueId, state)
+        """
+        Mark a pending message, without waiting for the mark to reach the
+        disk: a mark lost in a crash leaves the message pending, and
+        L{ace_mail.intake.Intake.recover} finds it in the spool and marks it
+        again, so the wait would buy nothing.
+        """
+        return self._write(_settleDispatch, queueId, state)
 
     def pendingDispatches(self) -> Deferred[list[Dispatch]]:
         return self._read(intake.pendingDispatches, self.node)
@@ -377,6 +391,11 @@ def _purge(db: _Cursor, endedBefore: float) -> tuple[int, list[str]]:
     if names:
         db.execute("DELETE FROM original WHERE name = ANY(?)", (names,))
     return count, names
+
+
+def _settleDispatch(db: _Cursor, queueId: str, state: str) -> None:
+    db.execute("SET LOCAL synchronous_commit = off")
+    intake.settleDispatch(db, queueId, state)
 
 
 def _readOriginal(db: _Cursor, name: str) -> BinaryIO | None:
