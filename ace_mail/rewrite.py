@@ -16,11 +16,16 @@ import html
 import quopri
 import re
 import unicodedata
-from email import policy
 from email.header import Header
-from email.headerregistry import ContentDispositionHeader, ContentTypeHeader
+from email.headerregistry import (
+    BaseHeader,
+    ContentDispositionHeader,
+    ContentTypeHeader,
+    HeaderRegistry,
+)
 from email.utils import format_datetime, getaddresses, parsedate_to_datetime
-from typing import Iterable, Iterator
+from functools import lru_cache
+from typing import Iterable
 from urllib.parse import unquote
 
 from attrs import evolve
@@ -42,7 +47,9 @@ _BETWEEN_WORDS = re.compile(r"(?<=\?=)\s+(?==\?)")
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _AROUND_AT = re.compile(r"\s*@\s*")
-_LOCAL = re.escape("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.-")
+_LOCAL_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.-"
+)
 _PLAIN_WORD = re.compile(r"^[\x21-\x7e]{1,77}$")
 
 _TRANSFER_ENCODINGS = {"7bit", "8bit", "binary", "quoted-printable", "base64"}
@@ -148,17 +155,20 @@ def rewriteHeader(
         for address in (entrance.address, contact.customerAddress)
         for spelling in _spellings(_normal(address).strip())
     }
-    secrets = {
-        spelling
-        for address in found | extra
-        for spelling in _spellings(_normal(address).strip())
-    } - shown
+    secrets = _Secrets(
+        {
+            spelling
+            for address in found | extra
+            for spelling in _spellings(_normal(address).strip())
+        }
+        - shown
+    )
 
     first: dict[str, str] = {}
     for name, value in fields:
         first.setdefault(name.lower(), value)
 
-    if fromName is None or _leaks("", fromName, secrets):
+    if fromName is None or secrets.seenIn("", fromName):
         fromName = entrance.displayName
     sender = evolve(entrance, displayName=fromName).formatted()
     headers = [("From", sender), ("Reply-To", sender)]
@@ -180,12 +190,10 @@ def rewriteHeader(
 
     block = "".join(_fold(name, value) for name, value in headers)
     newHeader = block.encode("utf-8", "surrogateescape") + b"\r\n"
-    for secret in secrets:
-        if secret and headerLeaks(newHeader, secret):
-            raise RewriteError(
-                "its headers would still show the agent's address; "
-                "answer from ACE Agent"
-            )
+    if _Secrets(secrets.addresses - {""}).seenInHeader(newHeader):
+        raise RewriteError(
+            "its headers would still show the agent's address; answer from ACE Agent"
+        )
     return newHeader
 
 
@@ -207,16 +215,26 @@ def _addressesIn(fields: list[tuple[str, str]], names: tuple[str, ...]) -> set[s
     """
     found: set[str] = set()
     for name, value in fields:
-        if name.lower() not in names:
-            continue
-        for form in _forms("", value):
-            pairs = getaddresses([form])
-            for candidate in [a for _, a in pairs] + _ADDRESS.findall(form):
-                local, at, domain = candidate.strip("<>").rpartition("@")
-                local, domain = local.strip('"'), domain.rstrip(".")
-                if local and at and domain:
-                    found.add(f"{local}@{domain}".lower())
+        if name.lower() in names:
+            kept = len(value) <= _KEPT_LENGTH
+            found.update(_keptAddresses(value) if kept else _addressesOf(value))
     return found
+
+
+def _addressesOf(value: str) -> frozenset[str]:
+    """
+    @return: The addresses in one header field's value, in any of its
+        readings, lower-cased.
+    """
+    found: set[str] = set()
+    for form in _forms("", value):
+        pairs = getaddresses([form])
+        for candidate in [a for _, a in pairs] + _ADDRESS.findall(form):
+            local, at, domain = candidate.strip("<>").rpartition("@")
+            local, domain = local.strip('"'), domain.rstrip(".")
+            if local and at and domain:
+                found.add(f"{local}@{domain}".lower())
+    return frozenset(found)
 
 
 def headerLeaks(message: bytes, secret: str) -> bool:
@@ -229,8 +247,7 @@ def headerLeaks(message: bytes, secret: str) -> bool:
         entity, or in full-width letters.  Only the header block counts,
         not the body.
     """
-    secrets = {_normal(secret).strip()}
-    return any(_leaks(name, value, secrets) for name, value in _split(message)[0])
+    return _Secrets({_normal(secret).strip()}).seenInHeader(message)
 
 
 def _split(message: bytes) -> tuple[list[tuple[str, str]], bytes]:
@@ -301,7 +318,7 @@ def _decodeWord(match: re.Match[str]) -> str:
 
 def _normal(text: str) -> str:
     """
-    Fold C{text} to the form in which L{_leaks} compares: compatibility
+    Fold C{text} to the form in which L{_Secrets} compares: compatibility
     characters to plain ones, letters to lower case, no characters that a
     reader does not show (format characters such as a zero-width space or
     a soft hyphen, and NULs, which make UTF-16 read under an unknown charset
@@ -335,52 +352,138 @@ def _spellings(address: str) -> set[str]:
     return spellings
 
 
-def _forms(name: str, value: str) -> Iterator[str]:
+_HEADERS = HeaderRegistry()
+
+
+@lru_cache(maxsize=64)
+def _headerClass(name: str) -> type[BaseHeader]:
     """
-    Yield every reading of one header field that a mail reader, or a
-    curious customer, might make of it.
+    @return: The class in which the email package's default policy reads
+        the header field C{name}, made once: the registry makes a new class
+        each time it is asked, which costs more than parsing most fields.
     """
-    readings = [value, _asUtf8(value)]
-    readings += [_decodeWords(reading) for reading in readings]
+    return _HEADERS[name]
+
+
+def _parsed(name: str, value: str) -> BaseHeader:
+    """
+    @return: The header field C{name: value} as the email package's default
+        policy reads it.
+    """
+    return _headerClass(name)(name, value)
+
+
+def _forms(name: str, value: str) -> set[str]:
+    """
+    @return: Every reading of one header field that a mail reader, or a
+        curious customer, might make of it, each once.
+    """
+    readings = {value, _asUtf8(value)}
+    readings.update([_decodeWords(reading) for reading in readings])
+    key = (name or "x-text").lower()
+    if len(value) <= _KEPT_LENGTH:
+        readings.update(_keptReadings(key, value))
+    else:
+        readings.update(_parsedReadings(key, value))
+    forms = set()
+    for reading in readings:
+        text = f"{name}:{reading}"
+        forms.add(text)
+        forms.add(unquote(text))
+        forms.add(
+            quopri.decodestring(text.encode("utf-8", "replace")).decode(
+                "utf-8", "replace"
+            )
+        )
+        forms.add(html.unescape(text))
+    return forms
+
+
+def _parsedReadings(name: str, value: str) -> tuple[str, ...]:
+    """
+    @return: The header field C{name: value} as the email package reads it,
+        followed by its MIME parameters if it has any; nothing if the email
+        package cannot read it.
+    """
+    readings: list[str] = []
     try:
-        parsed = policy.default.header_factory(name or "x-text", value)
+        parsed = _parsed(name, value)
         readings.append(str(parsed))
         readings.extend(getattr(parsed, "params", {}).values())
     except Exception:
         # The email package raises on some malformed headers instead of
         # recording a defect; the other readings still apply.
         pass
-    for reading in readings:
-        text = f"{name}:{reading}"
-        yield text
-        yield unquote(text)
-        yield quopri.decodestring(text.encode("utf-8", "replace")).decode(
-            "utf-8", "replace"
-        )
-        yield html.unescape(text)
+    return tuple(readings)
 
 
-def _leaks(name: str, value: str, secrets: set[str]) -> bool:
+#: Header fields up to this many characters long are parsed once and their
+#: readings kept, as are the addresses they name, for the next few hundred
+#: fields: the entrance's From, MIME-Version, a client's Content-Type and an
+#: agent's own address recur from one reply to the next, and parsing costs
+#: more than the rest of a field's check.  What is kept depends on the field
+#: alone, never on the addresses looked for; each entry is a few times its
+#: field's length at most, so the caches stay under a megabyte.
+_KEPT_LENGTH = 200
+_KEPT_FIELDS = 256
+_keptReadings = lru_cache(maxsize=_KEPT_FIELDS)(_parsedReadings)
+_keptAddresses = lru_cache(maxsize=_KEPT_FIELDS)(_addressesOf)
+
+
+class _Secrets:
     """
-    @return: Whether any of C{secrets} (addresses in the form of L{_normal})
-        appears in the header field C{name: value} in any form, and not as
-        the end of a longer local part (C{xjohn@} is not C{john@}).
+    The addresses that one copy must not show, looked for all at once in
+    each form of a header field, so that a field is read (parsed, decoded,
+    normalised) once however many addresses there are.
+
+    @ivar addresses: The addresses, in the form of L{_normal}.
     """
-    patterns = [re.compile(rf"(?<![{_LOCAL}]){re.escape(s)}") for s in secrets]
-    forms = map(_normal, _forms(name, value))
-    return any(pattern.search(form) for form in forms for pattern in patterns)
+
+    def __init__(self, addresses: Iterable[str]) -> None:
+        self.addresses = frozenset(addresses)
+
+    def seenIn(self, name: str, value: str) -> bool:
+        """
+        @return: Whether any of the addresses appears in the header field
+            C{name: value} in any form, and not as the end of a longer local
+            part (C{xjohn@} is not C{john@}).
+        """
+        if not self.addresses:
+            return False
+        forms = {_normal(form) for form in _forms(name, value)}
+        return any(self._inForm(form) for form in forms)
+
+    def _inForm(self, form: str) -> bool:
+        """
+        @return: Whether any of the addresses appears in C{form} where no
+            character of a local part comes right before it.
+        """
+        for address in self.addresses:
+            start = form.find(address)
+            while start >= 0:
+                if start == 0 or form[start - 1] not in _LOCAL_CHARACTERS:
+                    return True
+                start = form.find(address, start + 1)
+        return False
+
+    def seenInHeader(self, message: bytes) -> bool:
+        """
+        @return: Whether any of the addresses appears in any header field
+            of C{message}, as L{seenIn} reads it.
+        """
+        return any(self.seenIn(name, value) for name, value in _split(message)[0])
 
 
-def _subject(first: dict[str, str], contact: Contact, secrets: set[str]) -> str:
+def _subject(first: dict[str, str], contact: Contact, secrets: _Secrets) -> str:
     """
     @return: The agent's subject, decoded, unless it is missing, empty or
         names the agent; then C{"Re: "} and the customer's subject.
     """
     raw = first.get("subject")
     if raw is not None:
-        subject = str(policy.default.header_factory("subject", _asUtf8(raw)))
+        subject = str(_parsed("subject", _asUtf8(raw)))
         subject = _CONTROL.sub(" ", subject).strip()
-        leaks = _leaks("subject", raw, secrets) or _leaks("subject", subject, secrets)
+        leaks = secrets.seenIn("subject", raw) or secrets.seenIn("subject", subject)
         if subject and not leaks:
             return subject
     original = _CONTROL.sub(" ", contact.subject).strip()
@@ -418,7 +521,7 @@ def _references(
     fields: list[tuple[str, str]],
     contact: Contact,
     entrance: Entrance,
-    secrets: set[str],
+    secrets: _Secrets,
 ) -> list[str]:
     """
     @return: The customer's References and Message-ID, with the Message-IDs
@@ -429,7 +532,7 @@ def _references(
         carry the contact id.
     """
     entranceDomain = entrance.address.rpartition("@")[2].lower()
-    agentDomains = {secret.rpartition("@")[2] for secret in secrets}
+    agentDomains = {secret.rpartition("@")[2] for secret in secrets.addresses}
     added: list[str] = []
     replyingTo: set[str] = set()
     for name, value in fields:
@@ -447,7 +550,7 @@ def _references(
             (onAgentDomain and domain != entranceDomain)
             or messageId in replyingTo
             or contact.id in messageId.lower()
-            or _leaks("references", messageId, secrets)
+            or secrets.seenIn("references", messageId)
         )
 
     chain = list(contact.references) + [m for m in added if not isAgents(m)]
@@ -457,7 +560,7 @@ def _references(
     return chain
 
 
-def _mimeHeaders(first: dict[str, str], secrets: set[str]) -> list[tuple[str, str]]:
+def _mimeHeaders(first: dict[str, str], secrets: _Secrets) -> list[tuple[str, str]]:
     """
     @return: The MIME and priority headers of the agent's message that the
         customer's copy keeps, each checked or written anew.
@@ -481,16 +584,16 @@ def _mimeHeaders(first: dict[str, str], secrets: set[str]) -> list[tuple[str, st
     return headers
 
 
-def _parameterised(key: str, raw: str, secrets: set[str]) -> str | None:
+def _parameterised(key: str, raw: str, secrets: _Secrets) -> str | None:
     """
     @return: A Content-Type or Content-Disposition as the agent wrote it, or
         if it names the agent, written anew without the parameters that do;
         L{None} to leave out a Content-Disposition that cannot be read.
     @raise RewriteError: If the MIME boundary names the agent.
     """
-    if not _leaks(key, raw, secrets):
+    if not secrets.seenIn(key, raw):
         return raw
-    parsed = policy.default.header_factory(key, raw)
+    parsed = _parsed(key, raw)
     if isinstance(parsed, ContentTypeHeader):
         value = parsed.content_type
     elif isinstance(parsed, ContentDispositionHeader) and parsed.content_disposition:
@@ -498,7 +601,7 @@ def _parameterised(key: str, raw: str, secrets: set[str]) -> str | None:
     else:
         return None
     for parameter, text in parsed.params.items():
-        if not _leaks(key, text, secrets):
+        if not secrets.seenIn(key, text):
             value += "; " + _parameter(parameter, text)
         elif parameter == "boundary":
             raise RewriteError(

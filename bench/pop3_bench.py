@@ -11,11 +11,20 @@ ace-mail's contacts rate to getmail's rate. Both fsync each message they
 take. The order of the two alternates between runs, and the figures are
 medians over the runs.
 
+With C{--store postgresql://...}, each run also times a third ace-mail, on
+the same mailbox refilled once more, whose contacts are in that PostgreSQL
+database (in a schema of its own, C{pop3_bench}, dropped and made again for
+each run) rather than in SQLite; its figures include the CPU seconds of the
+server processes that served it.  The figures are written as JSON to
+C{bench/results/pop3-TIMESTAMP.json}.
+
 Dovecot (C{dovecot-pop3d}) and getmail6 come from Debian's packages; the
 benchmark installs getmail6 with apt-get when it is missing and it runs as
 root. Run it from the source tree::
 
     python bench/pop3_bench.py --messages 2000 --size 10240 --runs 3
+    python bench/pop3_bench.py --messages 2000 --runs 3 \
+        --store postgresql://acemail:acemail@127.0.0.1:5432/acemail_bench
 
 Every wait is bounded by C{--timeout}; only 127.0.0.1 is used; it stops
 every process it started and removes its folders.
@@ -33,10 +42,11 @@ import sys
 import tempfile
 import time
 import urllib.error
-from typing import Callable
+from typing import Any, Callable
 
 from _common import cpuSeconds, peakKiB
-from attrs import frozen
+from attrs import asdict, frozen
+from contact_lookup import backendSeconds, freshSchema, machine, writeResults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -100,6 +110,8 @@ class AceMailFigures:
         was at the sink.
     @ivar cpu: CPU seconds ace-mail used, user and system.
     @ivar peakKiB: ace-mail's peak resident memory (VmHWM) in KiB.
+    @ivar serverCpu: CPU seconds that PostgreSQL's processes serving
+        ace-mail used, or L{None} with SQLite.
     """
 
     startup: float
@@ -107,6 +119,7 @@ class AceMailFigures:
     answers: float
     cpu: float
     peakKiB: int
+    serverCpu: float | None = None
 
 
 def listedContacts(aceMail: AccountAceMail) -> int | None:
@@ -121,18 +134,29 @@ def listedContacts(aceMail: AccountAceMail) -> int | None:
 
 
 def measureAceMail(
-    work: str, dovecot: Dovecot, count: int, deadline: float, show: bool
+    work: str,
+    dovecot: Dovecot,
+    count: int,
+    deadline: float,
+    show: bool,
+    store: str | None = None,
 ) -> AceMailFigures:
     """
     Start ace-mail on a full mailbox and time it until every message is a
     contact and every answer is at the sink; then check the answers.
+
+    @param store: The C{--store} of ace-mail, or L{None} for SQLite.
     """
     sink = Sink(freePort(), os.path.join(work, "sink"))
     config = os.path.join(work, "ace-mail.toml")
     with open(config, "w", encoding="utf-8") as f:
         f.write(accountConfig(dovecot, pollInterval="1s"))
     aceMail = AccountAceMail(
-        os.path.join(work, "data"), sink.port, os.path.join(work, "ace.log"), config
+        os.path.join(work, "data"),
+        sink.port,
+        os.path.join(work, "ace.log"),
+        config,
+        [] if store is None else ["--store", store],
     )
     if show:
         print("ace-mail:", shlex.join(aceMail.commandLine()))
@@ -158,6 +182,7 @@ def measureAceMail(
         )
         cpu = cpuSeconds(pid)
         peak = peakKiB(pid)
+        serverCpu = None if store is None else backendSeconds(store)
         time.sleep(1)
         got = answers(sink)
         ids = {a.contactId for a in got}
@@ -178,6 +203,7 @@ def measureAceMail(
         answered - started,
         cpu,
         peak,
+        serverCpu,
     )
 
 
@@ -237,53 +263,86 @@ def measureGetmail(
 @frozen
 class Run:
     """
-    The figures of one run: ace-mail's, and getmail's seconds.
+    The figures of one run: ace-mail's with SQLite, getmail's seconds, and
+    ace-mail's with PostgreSQL when it was measured.
     """
 
     aceMail: AceMailFigures
     getmail: float
+    postgres: AceMailFigures | None = None
 
 
-def oneRun(messages: list[bytes], deadline: float, number: int, aceFirst: bool) -> Run:
+def _rates(count: int, figures: AceMailFigures) -> str:
+    """
+    @return: ace-mail's rates in one run, in words.
+    """
+    contacts = "-" if figures.contacts is None else f"{count / figures.contacts:.0f}"
+    server = ""
+    if figures.serverCpu is not None:
+        server = f", PostgreSQL CPU {figures.serverCpu:.1f} s"
+    return (
+        f"{contacts} msgs/s to contacts, {count / figures.answers:.0f} msgs/s to "
+        f"answers at the sink (startup {figures.startup:.1f} s, CPU "
+        f"{figures.cpu:.1f} s{server})"
+    )
+
+
+def oneRun(
+    messages: list[bytes],
+    deadline: float,
+    number: int,
+    aceFirst: bool,
+    store: str | None = None,
+) -> Run:
     """
     Start Dovecot in a new folder, fill it and time ace-mail, refill it and
     time getmail (in the other order when C{aceFirst} is false), and stop.
+    With C{store}, time ace-mail on PostgreSQL too, between the other two.
     """
     work = tempfile.mkdtemp(prefix="ace-mail-pop3-bench-")
     os.chmod(work, 0o755)
     dovecot = Dovecot()
     count = len(messages)
+    show = number == 1
+    order = ["ace-mail", "getmail"]
+    if store is not None:
+        order.insert(1, "ace-mail-postgresql")
+    if not aceFirst:
+        order.reverse()
+    results: dict[str, Any] = {}
+    kept = False
     try:
         dovecot.start()
-        results: dict[str, object] = {}
-        order = ["ace-mail", "getmail"] if aceFirst else ["getmail", "ace-mail"]
         for tool in order:
             dovecot.deliver(messages)
             folder = os.path.join(work, tool)
             os.makedirs(folder)
             if tool == "ace-mail":
-                results[tool] = measureAceMail(
-                    folder, dovecot, count, deadline, number == 1
-                )
+                results[tool] = measureAceMail(folder, dovecot, count, deadline, show)
+            elif tool == "getmail":
+                results[tool] = measureGetmail(folder, dovecot, count, deadline, show)
             else:
-                results[tool] = measureGetmail(
-                    folder, dovecot, count, deadline, number == 1
+                assert store is not None
+                uri = freshSchema(store, "pop3_bench")
+                results[tool] = measureAceMail(
+                    folder, dovecot, count, deadline, show, uri
                 )
+    except BaseException:
+        kept = True
+        print(f"pop3_bench: the run's files are kept in {work}", file=sys.stderr)
+        raise
     finally:
         dovecot.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    ace = results["ace-mail"]
-    getmail = results["getmail"]
-    assert isinstance(ace, AceMailFigures) and isinstance(getmail, float)
-    run = Run(ace, getmail)
-    contacts = "-" if ace.contacts is None else f"{count / ace.contacts:.0f}"
-    print(
-        f"run {number} ({' then '.join(order)}): ace-mail {contacts} msgs/s to "
-        f"contacts, {count / ace.answers:.0f} msgs/s to answers at the sink "
-        f"(startup {ace.startup:.1f} s, CPU {ace.cpu:.1f} s); "
-        f"getmail {count / getmail:.0f} msgs/s",
-        flush=True,
+        if not kept:
+            shutil.rmtree(work, ignore_errors=True)
+    run = Run(
+        results["ace-mail"], results["getmail"], results.get("ace-mail-postgresql")
     )
+    line = f"run {number} ({' then '.join(order)}): ace-mail (SQLite) "
+    line += _rates(count, run.aceMail)
+    if run.postgres is not None:
+        line += "; ace-mail (PostgreSQL) " + _rates(count, run.postgres)
+    print(f"{line}; getmail {count / run.getmail:.0f} msgs/s", flush=True)
     return run
 
 
@@ -297,18 +356,40 @@ class Summary:
     @ivar getmailRate: getmail's messages per second.
     @ivar ratio: The median of ace-mail's rate over getmail's, run by run.
     @ivar peakKiB: The highest peak resident memory of ace-mail, in KiB.
+    @ivar postgresRate: ace-mail's messages per second into contacts with
+        PostgreSQL, or L{None} when it was not measured.
+    @ivar runs: Each run's figures.
     """
 
     aceRate: float
     getmailRate: float
     ratio: float
     peakKiB: int
+    postgresRate: float | None = None
+    runs: tuple[Run, ...] = ()
 
 
-def measure(count: int, size: int, runs: int, deadline: float) -> Summary:
+def _median(count: int, figures: list[AceMailFigures]) -> tuple[float, float]:
+    """
+    @return: The median rates into contacts (into answers when the API lists
+        no contacts) and into answers at the sink.
+    """
+    answerRate = statistics.median(count / f.answers for f in figures)
+    timed = [f.contacts for f in figures if f.contacts]
+    if not timed:
+        return answerRate, answerRate
+    return statistics.median(count / seconds for seconds in timed), answerRate
+
+
+def measure(
+    count: int, size: int, runs: int, deadline: float, store: str | None = None
+) -> Summary:
     """
     Time ace-mail and getmail C{runs} times each on C{count} messages of
     about C{size} bytes, print each run and the medians.
+
+    @param store: A C{postgresql://} URI to time ace-mail with PostgreSQL
+        too, or L{None}.
     """
     getmailProgram()
     messages = [customerEmail("bench", n, size=size).content for n in range(count)]
@@ -318,23 +399,32 @@ def measure(count: int, size: int, runs: int, deadline: float) -> Summary:
         f"maildir, {runs} runs",
         flush=True,
     )
-    done = [oneRun(messages, deadline, n, n % 2 == 1) for n in range(1, runs + 1)]
+    done = [
+        oneRun(messages, deadline, n, n % 2 == 1, store) for n in range(1, runs + 1)
+    ]
     getmailRate = statistics.median(count / r.getmail for r in done)
-    answerRate = statistics.median(count / r.aceMail.answers for r in done)
-    timed = [(r.aceMail.contacts, r.getmail) for r in done if r.aceMail.contacts]
-    summary = f"median of {len(done)}: ace-mail "
-    if timed:
-        aceRate = statistics.median(count / contacts for contacts, _ in timed)
-        ratio = statistics.median(getmail / contacts for contacts, getmail in timed)
-        summary += f"{aceRate:.0f} msgs/s to contacts, "
-    else:
-        aceRate = answerRate
-        ratio = statistics.median(r.getmail / r.aceMail.answers for r in done)
-    summary += f"{answerRate:.0f} msgs/s to answers; getmail {getmailRate:.0f} msgs/s"
+    aceRate, answerRate = _median(count, [r.aceMail for r in done])
+    timed = all(r.aceMail.contacts for r in done)
+    ratio = statistics.median(
+        r.getmail / (r.aceMail.contacts or r.aceMail.answers) for r in done
+    )
     basis = "contacts" if timed else "answers"
-    print(f"{summary}; ratio ace-mail/getmail ({basis}) {ratio:.2f}")
+    summary = (
+        f"median of {len(done)}: ace-mail (SQLite) {aceRate:.0f} msgs/s to "
+        f"{basis}, {answerRate:.0f} msgs/s to answers; "
+    )
+    postgresRate = None
+    if store is not None:
+        postgres = [r.postgres for r in done if r.postgres is not None]
+        postgresRate, postgresAnswers = _median(count, postgres)
+        summary += (
+            f"ace-mail (PostgreSQL) {postgresRate:.0f} msgs/s to {basis}, "
+            f"{postgresAnswers:.0f} msgs/s to answers; "
+        )
+    summary += f"getmail {getmailRate:.0f} msgs/s"
+    print(f"{summary}; ratio ace-mail (SQLite)/getmail ({basis}) {ratio:.2f}")
     peak = max(r.aceMail.peakKiB for r in done)
-    return Summary(aceRate, getmailRate, ratio, peak)
+    return Summary(aceRate, getmailRate, ratio, peak, postgresRate, tuple(done))
 
 
 def main() -> None:
@@ -346,11 +436,30 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10240)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=1200, help="seconds in all")
+    parser.add_argument(
+        "--store", help="a postgresql:// URI: time ace-mail with PostgreSQL too"
+    )
     arguments = parser.parse_args()
     if not 0 < arguments.messages <= 20000 or not 0 < arguments.runs <= 10:
         raise SystemExit("pop3_bench: --messages 1..20000 and --runs 1..10")
+    command = shlex.join([sys.executable, *sys.argv])
+    print("command:", command, flush=True)
+    before = machine()
     deadline = time.monotonic() + arguments.timeout
-    measure(arguments.messages, arguments.size, arguments.runs, deadline)
+    summary = measure(
+        arguments.messages, arguments.size, arguments.runs, deadline, arguments.store
+    )
+    writeResults(
+        "pop3",
+        {
+            "command": command,
+            "messages": arguments.messages,
+            "size": arguments.size,
+            "machineBefore": before,
+            "machineAfter": machine(),
+            **asdict(summary),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from ace_mail.rewrite import RewriteError, agentAddressesIn, headerLeaks, rewriteReply
+from ace_mail.rewrite import (
+    RewriteError,
+    _Secrets,
+    agentAddressesIn,
+    headerLeaks,
+    rewriteReply,
+)
 from ace_mail.store import Contact, Entrance
 from tests.strategies import agentAddresses, hiddenForms, hidingHeaderLines
 
@@ -57,6 +63,11 @@ ALLOWED = {
 }
 _TEXT = st.characters(exclude_characters="@", exclude_categories=["Cs"])
 _LOCAL = re.escape("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.-")
+#: Pieces of plain header values: the agent's address in either case, the
+#: characters that may or may not come before it, and other addresses.
+_PIECES = st.sampled_from(
+    [AGENT, AGENT.upper(), "x", "J", ".", "-", "+", " ", ", ", "<", ">", "a@b.example"]
+)
 
 
 def reply(*lines: str, body: bytes = BODY, sender: str = AGENT) -> bytes:
@@ -769,6 +780,61 @@ class HeaderLeaksTests(SynchronousTestCase):
         message = f"Subject: hi\r\n\r\n{AGENT}\r\n".encode()
         self.assertFalse(headerLeaks(message, AGENT))
 
+    def test_laterOccurrence(self) -> None:
+        """
+        An address that first appears as the end of a longer local part and
+        then on its own is seen; one that appears only inside longer local
+        parts is not.
+        """
+        self.assertLeaks(f"x{AGENT}, {AGENT}")
+        self.assertLeaks(f"x{AGENT}{AGENT}", leaks=False)
+        self.assertLeaks(f"x{AGENT}, y{AGENT}", leaks=False)
+
+    def test_addressAtStartOfForm(self) -> None:
+        """
+        An address at the very start of a form, with nothing before it, is
+        seen (every form of a field starts with its name, so only a direct
+        search reaches this case).
+        """
+        secrets = _Secrets({AGENT, "other@corp.example"})
+        self.assertTrue(secrets._inForm(AGENT + " wrote"))
+        self.assertTrue(secrets._inForm("other@corp.example"))
+        self.assertFalse(secrets._inForm("xother@corp.example"))
+
+    @given(pieces=st.lists(_PIECES, max_size=8))
+    def test_plainValues(self, pieces: list[str]) -> None:
+        """
+        In a plain value, the address is seen exactly where the test's own
+        oracle sees it: anywhere, in any letter case, unless a character of
+        a local part comes right before it, however often it appears.
+        """
+        value = "".join(pieces)
+        self.assertLeaks(value, leaks=showsAddress(value, AGENT))
+
+    def test_fieldKindsKeptApart(self) -> None:
+        """
+        Whether a value shows the address depends on the field it is in,
+        whichever field was read first: RFC 2231 continuations join into
+        the address in a Content-Type and not in an unstructured field.
+        """
+        value = 'text/plain; name*0="john.smi"; name*1="th@corp.example"'
+        for first, second in (("X-Test", "Content-Type"), ("Content-Type", "X-Test")):
+            self.assertLeaks(value, first == "Content-Type", name=first)
+            self.assertLeaks(value, second == "Content-Type", name=second)
+
+    def test_longFields(self) -> None:
+        """
+        Fields too long to be kept between checks are read in every form
+        all the same.
+        """
+        filler = "word " * 60
+        self.assertLeaks(f"{filler}=?utf-8?q?john.smith=40corp.example?=")
+        self.assertLeaks(
+            f'text/plain; x="{filler}"; name*0="john.smi"; name*1="th@corp.example"',
+            name="Content-Type",
+        )
+        self.assertLeaks(filler + "xjohn.smith@corp.example", leaks=False)
+
 
 class LastCheckTests(SynchronousTestCase):
     """
@@ -790,3 +856,57 @@ class LastCheckTests(SynchronousTestCase):
         with self.assertRaises(RewriteError) as caught:
             rewriteReply(reply("Subject: x"), CONTACT, ENTRANCE)
         self.assertIn("agent's address", str(caught.exception))
+
+    def test_everyHiddenAddressChecked(self) -> None:
+        """
+        The last check looks for every address the copy hides at once: the
+        agent's, a colleague's on Cc and one given to hide each make the
+        copy refused when a kept header would show it.
+        """
+        from ace_mail import rewrite
+
+        colleague, hidden = "colleague@corp.example", "js@relay.corp.example"
+        for shown in (AGENT, colleague, hidden):
+
+            def leakyMimeHeaders(
+                *args: object, shown: str = shown
+            ) -> list[tuple[str, str]]:
+                return [("Content-Language", f"en (written by {shown})")]
+
+            self.patch(rewrite, "_mimeHeaders", leakyMimeHeaders)
+            with self.assertRaises(RewriteError, msg=shown):
+                rewriteReply(
+                    reply(f"Cc: <{colleague}>"), CONTACT, ENTRANCE, hide=[hidden]
+                )
+
+
+class RepeatedFieldTests(SynchronousTestCase):
+    """
+    What is learnt of a header field in one reply never decides what the
+    next reply may show.
+    """
+
+    def test_sameSubjectOtherAgent(self) -> None:
+        """
+        A subject that names someone is kept in the reply of an agent who
+        is someone else, and replaced in the reply of the one it names,
+        whichever comes first and however often.
+        """
+        other = "bob@partner.example"
+        subject = f"Subject: Re: ask {other}"
+        for sender in (AGENT, other, AGENT, other):
+            copy = rewriteReply(reply(subject, sender=sender), CONTACT, ENTRANCE)
+            expected = "Re: Frage zur Rechnung" if sender == other else subject[9:]
+            self.assertEqual(parse(copy)["Subject"], expected, sender)
+
+    def test_sameFromOtherHide(self) -> None:
+        """
+        The same From seen again is hidden again, and an address given to
+        hide in one reply is not hidden in the next that does not name it.
+        """
+        colleague = "bob@partner.example"
+        message = reply(f"Subject: Re: ask {colleague}")
+        for hide, shown in (([colleague], False), ([], True), ([colleague], False)):
+            copy = rewriteReply(message, CONTACT, ENTRANCE, hide=hide)
+            self.assertFalse(headerLeaks(copy, AGENT))
+            self.assertEqual(colleague.encode() in headerBlock(copy), shown, hide)
