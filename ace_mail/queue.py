@@ -427,21 +427,8 @@ class Queue(Service):
             return None
         now = self._reactor.seconds()
         recipients = entry.envelope.recipients
-        _log.info(
-            "{queueId}: attempt {attempt} via {server} ended with {reply}",
-            queueId=entry.queueId,
-            attempt=entry.attempts + 1,
-            server=outcome.server or "no server",
-            reply=outcome.reply,
-        )
         delivered = [r for r in recipients if r in outcome.accepted]
-        if delivered:
-            _log.info(
-                "{queueId}: delivered to {recipients} via {server}",
-                queueId=entry.queueId,
-                recipients=", ".join(delivered),
-                server=outcome.server,
-            )
+        _logAttempt(entry, outcome, delivered)
         replies = {
             r: outcome.refused.get(r, outcome.reply)
             for r in recipients
@@ -487,7 +474,10 @@ class Queue(Service):
         if not deferred:
             del self._entries[queueId]
             self._spool.remove(queueId)
-            _log.info("{queueId}: done, removed from the queue", queueId=queueId)
+            if replies:
+                # A message delivered to everyone was logged as removed
+                # with its delivery.
+                _log.info("{queueId}: done, removed from the queue", queueId=queueId)
             return None
         entry.attempts += 1
         exponent = min(entry.attempts - 1, 32)
@@ -562,3 +552,36 @@ class Queue(Service):
             return self._onBounce(notice)
 
         return self.enqueue(envelope, bounce).addCallback(bounced)
+
+
+def _logAttempt(entry: _Entry, outcome: Outcome, delivered: Sequence[str]) -> None:
+    """
+    Log how an attempt ended: in one line when every recipient has the
+    message, which is then removed from the queue, else in a line for the
+    attempt and one for the recipients that have it.
+    """
+    if len(delivered) == len(entry.envelope.recipients):
+        _log.info(
+            "{queueId}: delivered to {recipients} via {server} on attempt"
+            " {attempt}, removed from the queue: {reply}",
+            queueId=entry.queueId,
+            recipients=", ".join(delivered),
+            server=outcome.server,
+            attempt=entry.attempts + 1,
+            reply=outcome.reply,
+        )
+        return
+    _log.info(
+        "{queueId}: attempt {attempt} via {server} ended with {reply}",
+        queueId=entry.queueId,
+        attempt=entry.attempts + 1,
+        server=outcome.server or "no server",
+        reply=outcome.reply,
+    )
+    if delivered:
+        _log.info(
+            "{queueId}: delivered to {recipients} via {server}",
+            queueId=entry.queueId,
+            recipients=", ".join(delivered),
+            server=outcome.server,
+        )

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.internet.error import ConnectionDone
+from twisted.logger import LogEvent, capturedLogs, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -326,6 +328,24 @@ class QueueTests(SynchronousTestCase):
             client.replies(), ["250 2.0.0 message accepted as q0, q1", "250 2.0.0 OK"]
         )
         self.assertEqual(client.transport.producerState, "producing")
+
+    def test_twoLinesForASession(self) -> None:
+        """
+        A session that sends a reply logs two lines: the message queued,
+        with its contacts, and the end of the session, with the number of
+        messages accepted and whether the client's network is trusted.
+        """
+        with capturedLogs() as events:
+            client = Client(makeFactory())
+            client.transaction(f"{OPEN_ID}@{HOST}")
+            self.assertTrue(client.message().startswith("250 2.0.0 "))
+            client.protocol.connectionLost(Failure(ConnectionDone()))
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn(f"(contacts: ['{OPEN_ID}'])", lines[0])
+        self.assertEqual(
+            lines[1], "127.0.0.1:40000 disconnected after 1 messages (trusted: True)"
+        )
 
     def test_failedEnqueue(self) -> None:
         """

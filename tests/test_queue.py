@@ -10,7 +10,7 @@ from typing import Any, Callable
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from ace_mail.envelope import Envelope, MessageSource, Outcome, Reply
@@ -181,6 +181,24 @@ class DeliveryTests(QueueTestsMixin, SynchronousTestCase):
             self.assertIn(word, formats)
         attempt = next(e for e in mine if "attempt" in e["log_format"])
         self.assertEqual((attempt["server"], attempt["reply"]), ("s1", OK))
+
+    def test_twoLinesForADelivery(self) -> None:
+        """
+        A message delivered at the first attempt costs two lines: one when
+        it is accepted, one when it is delivered and removed.  An attempt
+        that leaves recipients behind has lines of its own.
+        """
+        with capturedLogs() as events:
+            self.enqueue()
+            self.deliver.calls[0].succeed()
+        self.assertEqual(len(events), 2, [formatEvent(e) for e in events])
+
+        with capturedLogs() as events:
+            self.enqueue()
+            self.deliver.calls[1].refuse(LATER)
+        formats = [e["log_format"] for e in events]
+        self.assertTrue(any("ended with" in f for f in formats), formats)
+        self.assertTrue(any("deferred" in f for f in formats), formats)
 
 
 class RetryTests(QueueTestsMixin, SynchronousTestCase):

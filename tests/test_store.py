@@ -432,6 +432,27 @@ class SQLiteContactStoreTests(ContactStoreTestsMixin, SQLiteStoreCase):
         synchronous = self.store._connection.execute("PRAGMA synchronous").fetchone()
         self.assertEqual(synchronous, (2,))
 
+    def test_messageIdCommittedWithoutFsync(self) -> None:
+        """
+        A recorded Message-ID is committed at C{synchronous = NORMAL}, so
+        that it costs no fsync of its own, and is seen by other connections
+        at once; the connection syncs fully again afterwards.
+        """
+        statements: list[str] = []
+        self.store._connection.set_trace_callback(statements.append)
+        self.successResultOf(self.store.recordMessageId("C1", "<reply@acme.example>"))
+        self.store._connection.set_trace_callback(None)
+
+        [insert] = [i for i, s in enumerate(statements) if "sentMessage" in s]
+        self.assertEqual(statements[insert - 1], "PRAGMA synchronous = NORMAL")
+        self.assertEqual(statements[insert + 1], "PRAGMA synchronous = FULL")
+        self.assertEqual(
+            self.rowsOutside("SELECT messageId, contactId FROM sentMessage"),
+            [("<reply@acme.example>", "c1")],
+        )
+        synchronous = self.store._connection.execute("PRAGMA synchronous").fetchone()
+        self.assertEqual(synchronous, (2,))
+
     def test_failuresInDeferred(self) -> None:
         """
         A database error comes back as a failed L{Deferred}, not as an

@@ -74,15 +74,21 @@ class ProxyProtocol(Session):
         self._transaction: Transaction | None = None
         self._reader: MessageReader | None = None
         self._file: BinaryIO | None = None
+        self._accepted = 0
 
     def sessionStarted(self) -> None:
         self._trusted = self.factory.policy.isTrusted(self.host)
+        self.write(f"220 {self.settings.heloName} ESMTP ace-mail proxy ready")
+
+    def sessionEnded(self) -> None:
+        # One line per session, not one at each end: the log is a large
+        # part of the cost of a message.
         _log.info(
-            "{peer} connected (trusted: {trusted})",
+            "{peer} disconnected after {messages} messages (trusted: {trusted})",
             peer=self.peer,
+            messages=self._accepted,
             trusted=self._trusted,
         )
-        self.write(f"220 {self.settings.heloName} ESMTP ace-mail proxy ready")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._file is not None:
@@ -188,11 +194,6 @@ class ProxyProtocol(Session):
 
         def accepted(found: tuple[Contact, Entrance]) -> None:
             transaction.addContact(*found)
-            _log.info(
-                "{peer} reply to contact {contactId} accepted at RCPT",
-                peer=self.peer,
-                contactId=contactId,
-            )
             self.write(f"250 2.1.5 contact {contactId} OK")
 
         def failed(reason: Failure) -> None:
@@ -298,6 +299,7 @@ class ProxyProtocol(Session):
         size = len(header) + body.length
 
         def stored(queueIds: list[str]) -> None:
+            self._accepted += 1
             _log.info(
                 "{peer} message of {size} bytes queued as {queueIds} "
                 "(contacts: {contactIds})",

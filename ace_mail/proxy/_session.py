@@ -96,13 +96,19 @@ class Session(Protocol):
         if self._admitted:
             self._admitted = False
             self.factory.release(self.host)
-            _log.info("{peer} disconnected", peer=self.peer)
+            self.sessionEnded()
 
     def sessionStarted(self) -> None:
         """
         Called once the connection is admitted: greet the client.
         """
         raise NotImplementedError()
+
+    def sessionEnded(self) -> None:
+        """
+        Called once an admitted connection is closed: log its end.
+        """
+        _log.info("{peer} disconnected", peer=self.peer)
 
     def lineReceived(self, line: bytes) -> None:
         """

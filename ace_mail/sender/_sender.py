@@ -339,10 +339,12 @@ class Sender:
 
 def _logResult(queueId: str, server: str, result: TransactionResult) -> None:
     """
-    Log what one server did with a message: one line for the delivered
-    recipients and one for each reply that refused some.
+    Log what one server did with a message: one line for each reply that
+    refused some recipients, and one for the recipients delivered before
+    the others are tried on the next server.  The queue logs the delivery
+    of the last server tried.
     """
-    if result.delivered:
+    if result.delivered and result.failover:
         _log.info(
             "{queueId}: delivered to {recipients} via {server}: {reply}",
             queueId=queueId,

@@ -186,6 +186,10 @@ class IIntakeStore(IContactStore):
         agent's reply rewritten by the proxy, so that the customer's answer
         to it is attached to the contact.
 
+        The commit does not wait for the disk: the Message-ID is kept if the
+        process dies, and may be lost only with the machine, which costs the
+        threading of that one message and nothing else.
+
         @return: A L{Deferred} that fires once it is committed.
         """
 

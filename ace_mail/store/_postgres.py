@@ -360,7 +360,7 @@ class PostgresContactStore:
         return self._read(intake.pendingDispatches, self.node)
 
     def recordMessageId(self, contactId: str, messageId: str) -> Deferred[None]:
-        return self._write(intake.recordMessageId, contactId, messageId)
+        return self._write(_recordMessageId, contactId, messageId)
 
     def originalOf(self, contactId: str) -> Deferred[str | None]:
         return self._read(intake.originalOf, contactId)
@@ -396,6 +396,11 @@ def _purge(db: _Cursor, endedBefore: float) -> tuple[int, list[str]]:
 def _settleDispatch(db: _Cursor, queueId: str, state: str) -> None:
     db.execute("SET LOCAL synchronous_commit = off")
     intake.settleDispatch(db, queueId, state)
+
+
+def _recordMessageId(db: _Cursor, contactId: str, messageId: str) -> None:
+    db.execute("SET LOCAL synchronous_commit = off")
+    intake.recordMessageId(db, contactId, messageId)
 
 
 def _readOriginal(db: _Cursor, name: str) -> BinaryIO | None:

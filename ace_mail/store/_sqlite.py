@@ -281,7 +281,13 @@ class SQLiteContactStore:
         return execute(intake.pendingDispatches, self._connection, _NODE)
 
     def recordMessageId(self, contactId: str, messageId: str) -> Deferred[None]:
-        return execute(intake.recordMessageId, self._connection, contactId, messageId)
+        return execute(
+            _withoutFsync,
+            self._connection,
+            intake.recordMessageId,
+            contactId,
+            messageId,
+        )
 
     def originalOf(self, contactId: str) -> Deferred[str | None]:
         return execute(intake.originalOf, self._connection, contactId)
@@ -300,3 +306,20 @@ class SQLiteContactStore:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _withoutFsync(
+    connection: sqlite3.Connection, change: Callable[..., None], *arguments: object
+) -> None:
+    """
+    Commit one change that may be lost with the machine, but not with the
+    process: in WAL mode, a commit at C{synchronous = NORMAL} is written to
+    the log without an fsync, and reaches the disk with the next commit
+    that syncs or the next checkpoint.  The connection syncs fully again
+    afterwards.
+    """
+    connection.execute("PRAGMA synchronous = NORMAL")
+    try:
+        change(connection, *arguments)
+    finally:
+        connection.execute("PRAGMA synchronous = FULL")
