@@ -637,7 +637,7 @@ class UntrustedClientTests(_ProxyTestCase):
         command += ["--helo", "agentpc.agents.example", "--from", AGENT]
         command += ["--to", contact["address"], "--data", "-"]
         done = subprocess.run(command, input=reply, capture_output=True, timeout=60)
-        transcript = done.stdout.decode("utf-8", "replace")
+        transcript = (done.stdout + done.stderr).decode("utf-8", "replace")
         self.assertEqual(done.returncode, 0, transcript)
         self.assertIn("235 2.7.0", transcript)
 
