@@ -19,6 +19,7 @@ from twisted.internet.protocol import ServerFactory
 from ..store import Entrance, IContactStore
 from . import _replies as replies
 from ._policy import Refusal, RelayPolicy
+from ._scratch import ScratchFiles
 from ._server import ProxyProtocol
 from ._settings import ProxySettings
 from ._transaction import MessageQueue
@@ -31,6 +32,7 @@ class ProxyFactory(ServerFactory):
     @ivar refusals: How often each kind of refusal was given, by its
         reason key (such as C{"relay-denied"} or C{"contact-expired"}).
     @ivar sessions: How many connections were admitted so far.
+    @ivar scratch: The files that messages are received into.
     """
 
     protocol = ProxyProtocol
@@ -73,11 +75,15 @@ class ProxyFactory(ServerFactory):
         self.policy = RelayPolicy(settings.trustedNetworks)
         self.refusals: Counter[str] = Counter()
         self.sessions = 0
+        self.scratch = ScratchFiles()
         self._open = 0
         self._perClient: Counter[str | None] = Counter()
 
     def buildProtocol(self, addr: IAddress | None) -> ProxyProtocol:
         return ProxyProtocol(self)
+
+    def stopFactory(self) -> None:
+        self.scratch.close()
 
     def admit(self, host: str | None) -> Refusal | None:
         """

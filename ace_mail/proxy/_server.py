@@ -6,7 +6,6 @@ The ESMTP commands of the proxy, one connection at a time.
 from __future__ import annotations
 
 import re
-import tempfile
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from twisted.cred.credentials import UsernamePassword
@@ -92,7 +91,7 @@ class ProxyProtocol(Session):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._file is not None:
-            self._file.close()
+            self.factory.scratch.give(self._file)
             self._file = None
         super().connectionLost(reason)
 
@@ -238,7 +237,7 @@ class ProxyProtocol(Session):
             self.refuse(replies.NO_RECIPIENTS)
             return
         try:
-            self._file = tempfile.TemporaryFile()
+            self._file = self.factory.scratch.take()
         except OSError:
             _log.failure("{peer} cannot create a file for a message", peer=self.peer)
             self.refuse(replies.NO_TEMPORARY_FILE)
@@ -259,7 +258,7 @@ class ProxyProtocol(Session):
         self.mode = Mode.COMMAND
         self._reader, self._file, self._transaction = None, None, None
         if reader.refusal is not None:
-            file.close()
+            self.factory.scratch.give(file)
             contactIds = sorted(transaction.contacts)
             self.refuse(reader.refusal, size=reader.size, contactIds=contactIds)
             return rest
@@ -269,8 +268,8 @@ class ProxyProtocol(Session):
     def _queue(self, transaction: Transaction, file: BinaryIO) -> None:
         """
         Queue the copies of a received message; they are its header blocks
-        in memory and its body in C{file}, which is closed once they are all
-        stored or refused.
+        in memory and its body in C{file}, which is given back once they are
+        all stored or refused.
         """
         contactIds = sorted(transaction.contacts)
         # A user name that is an address is the agent's too; a plain name is
@@ -284,11 +283,11 @@ class ProxyProtocol(Session):
                 header, body, self.settings.route, hide, self.settings.entranceRoutes
             )
         except RewriteError as e:
-            file.close()
+            self.factory.scratch.give(file)
             self.refuse(replies.rewriteRefused(str(e)), contactIds=contactIds)
             return
         except Exception:
-            file.close()
+            self.factory.scratch.give(file)
             _log.failure(
                 "{peer} cannot rewrite the reply to {contactIds}",
                 peer=self.peer,
@@ -355,8 +354,8 @@ class ProxyProtocol(Session):
         A Message-ID that cannot be kept only weakens that threading, so it
         is logged and the reply still goes.
 
-        @param file: The file that the copies' bodies are in, closed once
-            they are all stored or refused.
+        @param file: The file that the copies' bodies are in, given back
+            once they are all stored or refused.
         """
         store = self.factory.store
         try:
@@ -365,7 +364,7 @@ class ProxyProtocol(Session):
                     await self._rememberMessageId(store, contactId, header)
             return await enqueueAll(self.factory.queue, copies)
         finally:
-            file.close()
+            self.factory.scratch.give(file)
 
     async def _rememberMessageId(
         self, store: IIntakeStore, contactId: str, header: bytes | Range
