@@ -10,7 +10,6 @@ import hmac
 import json
 import re
 import secrets
-from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Any, Callable, Iterable
 
@@ -21,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ace_mail._time import utcText
 from ace_mail.address import isMailbox
 from ace_mail.envelope import Envelope
 from ace_mail.openapi import document
@@ -130,8 +130,7 @@ def rfc3339(seconds: float | None) -> str | None:
     """
     if seconds is None:
         return None
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utcText(seconds)
 
 
 def entryJson(entry: QueueEntry) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
-from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
 
 from attrs import define, evolve, frozen
@@ -22,6 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._time import utcText
 from .envelope import Envelope, MessageSource, Outcome, Reply
 from .mime import FailedRecipient, buildBounce, headerPart
 from .spool import MessageParts, Spool
@@ -110,10 +110,6 @@ class _Entry:
     ticket: int = -1
 
 
-def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
-
-
 class Queue(Service):
     """
     Schedules the messages of a L{Spool} and hands due ones to C{deliver},
@@ -192,7 +188,7 @@ class Queue(Service):
                 "{queueId}: recovered, {attempts} attempts so far, due {due}",
                 queueId=entry.queueId,
                 attempts=entry.attempts,
-                due=_when(entry.nextAttempt),
+                due=utcText(entry.nextAttempt),
             )
         self._pump()
 
@@ -402,7 +398,7 @@ class Queue(Service):
             "{queueId}: handling the outcome failed; due again at {due}",
             reason,
             queueId=entry.queueId,
-            due=_when(entry.nextAttempt),
+            due=utcText(entry.nextAttempt),
         )
 
     def _release(self, ignored: object, entry: _Entry) -> None:
@@ -493,7 +489,7 @@ class Queue(Service):
             "{queueId}: deferred {recipients} until {due}: {reply}",
             queueId=queueId,
             recipients=", ".join(deferred),
-            due=_when(entry.nextAttempt),
+            due=utcText(entry.nextAttempt),
             reply=entry.lastError,
         )
         return replaced

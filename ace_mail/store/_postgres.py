@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ace_mail._time import utcText
 from ace_mail.store import _contactsql as contacts
 from ace_mail.store import _intakesql as intake
 from ace_mail.store._contact import Contact, ContactQuery, newContactId
@@ -281,7 +282,7 @@ class PostgresContactStore:
                 "Purged {count} contacts ended before {endedBefore}, their stored"
                 " emails and {files} files of this node.",
                 count=count,
-                endedBefore=endedBefore,
+                endedBefore=utcText(endedBefore),
                 files=files,
             )
             return count

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, execute
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ace_mail._time import utcText
 from ace_mail.store import _contactsql as contacts
 from ace_mail.store import _intakesql as intake
 from ace_mail.store import _sqlitewebhook as webhook
@@ -249,7 +250,7 @@ class SQLiteContactStore:
             "Purged {count} contacts ended before {endedBefore} and {originals}"
             " stored emails.",
             count=count,
-            endedBefore=endedBefore,
+            endedBefore=utcText(endedBefore),
             originals=removed,
         )
         return count
