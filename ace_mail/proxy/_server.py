@@ -80,8 +80,8 @@ class ProxyProtocol(Session):
         self.write(f"220 {self.settings.heloName} ESMTP ace-mail proxy ready")
 
     def sessionEnded(self) -> None:
-        # One line per session, not one at each end: the log is a large
-        # part of the cost of a message.
+        # One line per session, at its end only: the log is a large part of
+        # the cost of a message.
         _log.info(
             "{peer} disconnected after {messages} messages (trusted: {trusted})",
             peer=self.peer,

@@ -108,7 +108,7 @@ class Session(Protocol):
         """
         Called once an admitted connection is closed: log its end.
         """
-        _log.info("{peer} disconnected", peer=self.peer)
+        raise NotImplementedError()
 
     def lineReceived(self, line: bytes) -> None:
         """
