@@ -14,10 +14,10 @@ class ScratchFiles:
     Hands out empty unnamed files for message data, and keeps the ones
     given back open, emptied, for the next messages.
 
-    Making a file is the dearest step of a small message: the file system
-    has to create an inode, and waits for the journal while the spool's
-    thread syncs. Emptying a file that is already open costs a fraction of
-    that. Every file is unlinked from the start, so nothing is left on disk
+    Making a file is a dear step of a small message, as the file system
+    creates an inode for it, which can wait for the journal while the
+    spool's thread syncs. Emptying a file that is already open costs a
+    fraction of that. Every file is unlinked from the start, so nothing is left on disk
     when the process ends, however it ends.
 
     @ivar directory: Where the files are made; L{None} for the system's
