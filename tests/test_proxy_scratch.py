@@ -44,8 +44,9 @@ class ScratchFilesTests(SynchronousTestCase):
 
     def test_keptUpToTheBound(self) -> None:
         """
-        Files given back beyond C{keep} are closed, and so is a file given
-        back closed; L{ScratchFiles.close} closes the ones kept.
+        Files given back beyond C{keep} are closed and not kept, however
+        often they are given back; L{ScratchFiles.close} closes the ones
+        kept.
         """
         files = [self.scratch.take() for _ in range(3)]
         for file in files:

@@ -45,8 +45,6 @@ class ScratchFiles:
         Take back a file from L{take} that its message is done with: empty
         it and keep it, or close it.
         """
-        if file.closed:
-            return
         if len(self._free) >= self.keep:
             file.close()
             return
